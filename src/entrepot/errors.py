@@ -1,0 +1,229 @@
+"""Domain exceptions and the one error table.
+
+Core code raises these exceptions; it never chooses an HTTP status. Each class names an
+:class:`ErrorKind` in :data:`ERROR_TABLE`, which gives its ARM code, its OCI code and its HTTP
+status. One renderer per face (``web/arm.py``, ``web/oci.py``) turns an exception into JSON.
+
+Exception tree::
+
+    EntrepotError
+    ├── BadRequest (400)            malformed or invalid input
+    │   ├── InvalidApiVersion, MissingApiVersion
+    │   ├── InvalidResourceName, InvalidRequestContent, InvalidPropertyValue, MissingProperty
+    │   ├── InvalidSourceRepository, InvalidTargetRepository, WildcardMismatch
+    │   ├── InvalidCredentialSetReference, CredentialSetNotFound
+    │   ├── UpstreamNotAllowed, DockerHubCredentialsRequired
+    │   └── InvalidSecretIdentifier
+    ├── Unauthenticated (401)       AuthenticationFailed, InvalidAuthenticationToken
+    ├── NotFound (404)              ResourceNotFound, ParentResourceNotFound, RouteNotFound
+    ├── MethodNotAllowed (405)
+    ├── Conflict (409)              TargetConflict, QuotaExceeded, CredentialSetInUse,
+    │                               PropertyChangeNotAllowed, OperationInProgress, ResourceExists
+    ├── PayloadTooLarge (413)
+    └── InternalError (500)
+
+Messages are for people and never contain a secret value; ``code`` strings are stable and
+part of the API.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+
+@dataclass(frozen=True)
+class ErrorKind:
+    """How one domain error appears on each face."""
+
+    arm_code: str
+    oci_code: str
+    status: int
+
+
+class EntrepotError(Exception):
+    """Base of every domain error.
+
+    :param message: text for people, safe to show to any caller.
+    :param target: the request field or resource the error is about, if any.
+    """
+
+    kind: ClassVar[ErrorKind] = ErrorKind("InternalServerError", "UNKNOWN", 500)
+
+    def __init__(self, message: str, *, target: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.target = target
+
+    @property
+    def code(self) -> str:
+        """The stable ARM error code of this error."""
+        return self.kind.arm_code
+
+    @property
+    def status(self) -> int:
+        """The HTTP status this error is answered with."""
+        return self.kind.status
+
+
+def _kind(arm: str, status: int, oci: str = "UNKNOWN") -> ErrorKind:
+    return ErrorKind(arm_code=arm, oci_code=oci, status=status)
+
+
+# -- 400 ----------------------------------------------------------------------------------------
+class BadRequest(EntrepotError):
+    kind = _kind("BadRequest", 400)
+
+
+class InvalidApiVersion(BadRequest):
+    kind = _kind("InvalidApiVersionParameter", 400)
+
+
+class MissingApiVersion(BadRequest):
+    kind = _kind("MissingApiVersionParameter", 400)
+
+
+class InvalidResourceName(BadRequest):
+    kind = _kind("InvalidResourceName", 400, "NAME_INVALID")
+
+
+class InvalidRequestContent(BadRequest):
+    """The body is not JSON, or not a JSON object."""
+
+    kind = _kind("InvalidRequestContent", 400)
+
+
+class InvalidPropertyValue(BadRequest):
+    """A field has the wrong type or a value outside its domain; ``target`` names it."""
+
+    kind = _kind("InvalidPropertyValue", 400)
+
+
+class MissingProperty(BadRequest):
+    kind = _kind("MissingRequiredProperty", 400)
+
+
+class InvalidSourceRepository(BadRequest):
+    kind = _kind("InvalidSourceRepository", 400, "NAME_INVALID")
+
+
+class InvalidTargetRepository(BadRequest):
+    kind = _kind("InvalidTargetRepository", 400, "NAME_INVALID")
+
+
+class WildcardMismatch(BadRequest):
+    """One of source and target ends in ``/*`` (or is ``*``) and the other does not."""
+
+    kind = _kind("WildcardMismatch", 400)
+
+
+class InvalidCredentialSetReference(BadRequest):
+    """``credentialSetResourceId`` is not a credential-set id of the rule's own registry."""
+
+    kind = _kind("InvalidCredentialSetResourceId", 400)
+
+
+class CredentialSetNotFound(BadRequest):
+    """The referenced credential set does not exist."""
+
+    kind = _kind("CredentialSetNotFound", 400)
+
+
+class UpstreamNotAllowed(BadRequest):
+    kind = _kind("UpstreamNotSupported", 400)
+
+
+class DockerHubCredentialsRequired(BadRequest):
+    kind = _kind("EnforceDockerAuthentication", 400)
+
+
+class InvalidSecretIdentifier(BadRequest):
+    kind = _kind("InvalidSecretIdentifier", 400)
+
+
+# -- 401 ----------------------------------------------------------------------------------------
+class Unauthenticated(EntrepotError):
+    kind = _kind("AuthenticationFailed", 401, "UNAUTHORIZED")
+
+
+class InvalidAuthenticationToken(Unauthenticated):
+    kind = _kind("InvalidAuthenticationToken", 401, "UNAUTHORIZED")
+
+
+# -- 404 ----------------------------------------------------------------------------------------
+class NotFound(EntrepotError):
+    kind = _kind("ResourceNotFound", 404, "NAME_UNKNOWN")
+
+
+class ResourceNotFound(NotFound):
+    kind = _kind("ResourceNotFound", 404, "NAME_UNKNOWN")
+
+
+class ParentResourceNotFound(NotFound):
+    """The registry named in the path does not exist."""
+
+    kind = _kind("ParentResourceNotFound", 404, "NAME_UNKNOWN")
+
+
+class RouteNotFound(NotFound):
+    kind = _kind("NotFound", 404, "UNSUPPORTED")
+
+
+# -- 405 / 409 / 413 / 500 ----------------------------------------------------------------------
+class MethodNotAllowed(EntrepotError):
+    kind = _kind("MethodNotAllowed", 405, "UNSUPPORTED")
+
+
+class Conflict(EntrepotError):
+    kind = _kind("Conflict", 409)
+
+
+class TargetConflict(Conflict):
+    """The rule's target repository overlaps the target of an existing rule."""
+
+    kind = _kind("CacheRuleTargetConflict", 409)
+
+
+class QuotaExceeded(Conflict):
+    kind = _kind("CacheRuleQuotaExceeded", 409)
+
+
+class CredentialSetInUse(Conflict):
+    kind = _kind("CredentialSetInUse", 409)
+
+
+class PropertyChangeNotAllowed(Conflict):
+    """A PUT over an existing resource changes a property that is fixed at creation."""
+
+    kind = _kind("PropertyChangeNotAllowed", 409)
+
+
+class OperationInProgress(Conflict):
+    kind = _kind("AnotherOperationInProgress", 409)
+
+
+class ResourceExists(Conflict):
+    kind = _kind("ResourceExists", 409)
+
+
+class PayloadTooLarge(EntrepotError):
+    kind = _kind("RequestTooLarge", 413, "SIZE_INVALID")
+
+
+class InternalError(EntrepotError):
+    kind = _kind("InternalServerError", 500)
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message says which key and why. Raised before serving."""
+
+
+def error_table() -> dict[str, ErrorKind]:
+    """Every domain error class name with its kind; the documentation of the error codes."""
+    table: dict[str, ErrorKind] = {}
+    stack: list[type[EntrepotError]] = [EntrepotError]
+    while stack:
+        cls = stack.pop()
+        table[cls.__name__] = cls.kind
+        stack.extend(cls.__subclasses__())
+    return dict(sorted(table.items()))

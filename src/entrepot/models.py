@@ -50,7 +50,7 @@ __all__ = [
 ]
 
 
-class _CaseInsensitiveEnum(str, Enum):
+class _CaseInsensitiveEnum(str, Enum):  # noqa: UP042 - the seed's enums are (str, Enum)
     """A string enum whose lookup ignores case; ``str()`` and ``format()`` give the value."""
 
     @classmethod
@@ -224,7 +224,9 @@ class Model:
                     break
             if node is _MISSING:
                 continue
-            kwargs[field.attr] = None if node is None else _load(field.kind, node, strict, path_where)
+            kwargs[field.attr] = (
+                None if node is None else _load(field.kind, node, strict, path_where)
+            )
         return cls(**kwargs)
 
     # -- python niceties ----------------------------------------------------------------------
@@ -319,11 +321,8 @@ def _load(kind: Any, value: Any, strict: bool, where: str) -> Any:
         if strict:
             raise _type_error(where, "an RFC 3339 date-time string")
         return value
-    if kind is str:
-        if not isinstance(value, str):
-            if strict:
-                raise _type_error(where, "a string")
-        return value
+    if kind is str and strict and not isinstance(value, str):
+        raise _type_error(where, "a string")
     return value
 
 

@@ -1,0 +1,54 @@
+# Sourced by scripts/*: the project's virtualenv and the services the tests need.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${ENTREPOT_VENV:-$ROOT/.venv}"
+PY="${PYTHON:-python3}"
+
+ensure_venv() {
+  if [ ! -x "$VENV/bin/python" ]; then
+    "$PY" -m venv "$VENV"
+  fi
+  # Reinstall only when pyproject.toml changed since the last install.
+  local stamp="$VENV/.entrepot-installed"
+  if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
+    "$VENV/bin/python" -m pip install -q --upgrade pip
+    "$VENV/bin/python" -m pip install -q -e "$ROOT[test]"
+    touch "$stamp"
+  fi
+}
+
+apt_install() {
+  if [ "$(id -u)" != 0 ]; then
+    echo "need root (or preinstalled packages) for: $*" >&2
+    return 1
+  fi
+  if [ ! -f /tmp/.entrepot-apt-updated ]; then
+    apt-get update -q >/dev/null && touch /tmp/.entrepot-apt-updated
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >/dev/null
+}
+
+ensure_postgres() {
+  # The tests need PostgreSQL on 127.0.0.1:5432 with trust auth for user postgres.
+  if [ -n "${ENTREPOT_TEST_POSTGRES:-}" ]; then return 0; fi
+  if ! command -v pg_isready >/dev/null 2>&1 || ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
+    apt_install postgresql postgresql-client
+  fi
+  if ! pg_isready -h 127.0.0.1 -p 5432 -q; then
+    local ver
+    ver="$(ls /etc/postgresql | sort -V | tail -n 1)"
+    pg_ctlcluster --skip-systemctl-redirect "$ver" main start || true
+    for _ in $(seq 1 30); do pg_isready -h 127.0.0.1 -p 5432 -q && break; sleep 1; done
+  fi
+  if ! psql -h 127.0.0.1 -U postgres -d postgres -tAc 'select 1' >/dev/null 2>&1; then
+    # A fresh Debian cluster asks for passwords on TCP: trust loopback for the test user.
+    local hba
+    hba="$(ls /etc/postgresql/*/main/pg_hba.conf | sort -V | tail -n 1)"
+    sed -i '1i host all postgres 127.0.0.1/32 trust\nhost all postgres ::1/128 trust' "$hba"
+    local ver
+    ver="$(ls /etc/postgresql | sort -V | tail -n 1)"
+    pg_ctlcluster --skip-systemctl-redirect "$ver" main reload
+    sleep 1
+  fi
+  psql -h 127.0.0.1 -U postgres -d postgres -tAc 'select 1' >/dev/null
+}

@@ -1,0 +1,423 @@
+"""The configuration: one frozen :class:`Config`, loaded once and validated before serving.
+
+Sources, later ones winning:
+
+1. defaults declared next to each field below;
+2. a TOML file (``--config FILE`` or ``ENTREPOT_CONFIG``);
+3. environment variables ``ENTREPOT_<SECTION>_<KEY>`` (``ENTREPOT_SERVER_LISTEN=0.0.0.0:5000``,
+   ``ENTREPOT_ARM_PAGE_SIZE=50``; lists are comma-separated, booleans ``true``/``false``);
+4. explicit overrides from the command line (``--listen``, ``--data-dir``).
+
+Example file::
+
+    [server]
+    listen = "127.0.0.1:5000"
+    public_url = "https://entrepot.example.com"   # absolute URLs in LRO headers and nextLink
+    data_dir = "/var/lib/entrepot"
+
+    [database]
+    url = "postgresql://entrepot@db/entrepot"        # default: SQLite under data_dir
+
+    [arm]
+    page_size = 100
+    retry_after = 1
+    max_rules_per_registry = 1000
+
+    [policy]
+    allowed_login_servers = ["docker.io", "*.example.com"]   # empty: any upstream
+    require_docker_hub_credentials = true
+
+    [upstreams."docker.io"]
+    url = "http://127.0.0.1:5001"
+
+    [[registries]]
+    subscription = "00000000-0000-0000-0000-000000000000"
+    resource_group = "my-resource-group"
+    name = "my-registry"
+
+Every error raised here is a :class:`~entrepot.errors.ConfigError` whose message names the key.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+from urllib.parse import urlsplit
+
+from entrepot.errors import ConfigError
+
+DEFAULT_LISTEN = "127.0.0.1:5000"
+DEFAULT_DATA_DIR = "./entrepot-data"
+ENV_PREFIX = "ENTREPOT_"
+TOKEN_FILE = "admin-token"
+NAME_RE = re.compile(r"^[a-zA-Z0-9-]{5,50}$")
+RESOURCE_GROUP_RE = re.compile(r"^[-\w._()]{1,90}$")
+SUBSCRIPTION_RE = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """``[server]``: where to listen and where the data lives."""
+
+    listen: str = DEFAULT_LISTEN
+    public_url: str = ""
+    data_dir: str = DEFAULT_DATA_DIR
+    log_level: str = "info"
+
+    @property
+    def host(self) -> str:
+        return split_listen(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return split_listen(self.listen)[1]
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    """``[database]``: ``url`` empty means SQLite at ``<data_dir>/entrepot.db``."""
+
+    url: str = ""
+
+
+@dataclass(frozen=True)
+class ArmConfig:
+    """``[arm]``: behaviour of the management API."""
+
+    page_size: int = 100
+    retry_after: int = 1
+    max_rules_per_registry: int = 1000
+    max_credential_sets_per_registry: int = 1000
+    max_request_bytes: int = 1_048_576
+    operation_min_seconds: float = 0.0
+    default_location: str = "local"
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """``[policy]``: which upstreams rules and credential sets may name."""
+
+    allowed_login_servers: tuple[str, ...] = ()
+    require_docker_hub_credentials: bool = False
+    forbid_private_addresses: bool = False
+
+
+@dataclass(frozen=True)
+class UpstreamEndpoint:
+    """``[upstreams."<login server>"]``: where that login server's ``/v2/`` API really is."""
+
+    url: str
+
+
+@dataclass(frozen=True)
+class RegistrySeed:
+    """``[[registries]]``: a registry that exists from the first start."""
+
+    subscription: str
+    resource_group: str
+    name: str
+    location: str = "local"
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration. Each subsystem is handed only its own section."""
+
+    server: ServerConfig = field(default_factory=ServerConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    arm: ArmConfig = field(default_factory=ArmConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    upstreams: Mapping[str, UpstreamEndpoint] = field(default_factory=dict)
+    registries: tuple[RegistrySeed, ...] = ()
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.server.data_dir)
+
+    @property
+    def database_url(self) -> str:
+        """The SQLAlchemy async URL of the metadata store."""
+        return database_url(self.database.url, self.data_dir)
+
+    @property
+    def token_file(self) -> Path:
+        return self.data_dir / TOKEN_FILE
+
+    def sanitized(self) -> dict[str, Any]:
+        """The configuration as plain data, safe for logs (passwords in URLs masked)."""
+        return {
+            "server": vars(self.server),
+            "database": {"url": mask_url(self.database_url)},
+            "arm": vars(self.arm),
+            "policy": {
+                k: list(v) if isinstance(v, tuple) else v for k, v in vars(self.policy).items()
+            },
+            "upstreams": {k: mask_url(v.url) for k, v in self.upstreams.items()},
+            "registries": [vars(r) for r in self.registries],
+        }
+
+
+_SECTIONS: dict[str, type] = {
+    "server": ServerConfig,
+    "database": DatabaseConfig,
+    "arm": ArmConfig,
+    "policy": PolicyConfig,
+}
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    """``"HOST:PORT"`` (IPv6 as ``[::1]:5000``) to ``(host, port)``.
+
+    :raises ConfigError: when it is not of that shape.
+    """
+    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([^:\[\]]*):(\d{1,5})", listen.strip())
+    if not m:
+        raise ConfigError(f"server.listen: expected HOST:PORT, got {listen!r}")
+    host = m.group(1) or m.group(3) or "0.0.0.0"
+    port = int(m.group(2) or m.group(4))
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"server.listen: port {port} is out of range")
+    return host, port
+
+
+def database_url(url: str, data_dir: Path) -> str:
+    """Normalise a database URL to its async SQLAlchemy driver form."""
+    if not url:
+        return f"sqlite+aiosqlite:///{(data_dir / 'entrepot.db').resolve()}"
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+asyncpg://" + url.split("://", 1)[1]
+    if url.startswith("sqlite:///"):
+        return "sqlite+aiosqlite:///" + url[len("sqlite:///") :]
+    if url.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite:///")):
+        return url
+    raise ConfigError(
+        f"database.url: unsupported scheme in {mask_url(url)!r}; use sqlite:///PATH or "
+        "postgresql://USER@HOST/DB"
+    )
+
+
+def mask_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``."""
+    return re.sub(r"(://[^:/@]+:)[^@/]*@", r"\1***@", url)
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Load, merge and validate the configuration.
+
+    :param path: the TOML file; ``None`` means ``ENTREPOT_CONFIG`` if set, else defaults only.
+    :param env: the environment to read ``ENTREPOT_*`` from (default ``os.environ``).
+    :param overrides: ``{"server.listen": "...", ...}`` applied last; ``None`` values are skipped.
+    :raises ConfigError: on any unreadable file, unknown key or invalid value.
+    """
+    environ = os.environ if env is None else env
+    if path is None and environ.get("ENTREPOT_CONFIG"):
+        path = environ["ENTREPOT_CONFIG"]
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {str(path)!r} does not exist") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {str(path)!r} cannot be read: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+
+    unknown = set(raw) - set(_SECTIONS) - {"upstreams", "registries"}
+    if unknown:
+        raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown))}")
+
+    sections: dict[str, Any] = {}
+    for name, cls in _SECTIONS.items():
+        table = raw.get(name, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"[{name}] must be a table")
+        sections[name] = _build_section(name, cls, table)
+
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX) or key == "ENTREPOT_CONFIG":
+            continue
+        rest = key[len(ENV_PREFIX) :].lower()
+        section, _, attr = rest.partition("_")
+        if section not in _SECTIONS:
+            continue  # other ENTREPOT_* variables (ENTREPOT_URL, ENTREPOT_TOKEN ...) are not config
+        sections[section] = _override(section, sections[section], attr, value, from_env=True)
+
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        section, _, attr = dotted.partition(".")
+        if section not in _SECTIONS:
+            raise ConfigError(f"unknown override {dotted!r}")
+        sections[section] = _override(section, sections[section], attr, value, from_env=False)
+
+    upstreams = _load_upstreams(raw.get("upstreams", {}))
+    registries = _load_registries(raw.get("registries", []))
+    config = Config(upstreams=upstreams, registries=registries, **sections)
+    _validate(config)
+    return config
+
+
+def _build_section(name: str, cls: type, table: Mapping[str, Any]) -> Any:
+    instance = cls()
+    for key, value in table.items():
+        instance = _override(name, instance, key, value, from_env=False)
+    return instance
+
+
+def _override(section: str, instance: Any, attr: str, value: Any, *, from_env: bool) -> Any:
+    hints = get_type_hints(type(instance))
+    names = {f.name for f in fields(instance)}
+    if attr not in names:
+        where = f"ENTREPOT_{section.upper()}_{attr.upper()}" if from_env else f"{section}.{attr}"
+        raise ConfigError(f"{where}: unknown key (known: {', '.join(sorted(names))})")
+    converted = _convert(f"{section}.{attr}", hints[attr], value, from_env)
+    return replace(instance, **{attr: converted})
+
+
+def _convert(where: str, hint: Any, value: Any, from_env: bool) -> Any:
+    origin = get_origin(hint)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if from_env and isinstance(value, str) and value.lower() in {"1", "true", "yes", "on"}:
+            return True
+        if from_env and isinstance(value, str) and value.lower() in {"0", "false", "no", "off"}:
+            return False
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
+            return int(value)
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    if origin is tuple and get_args(hint)[0] is str:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    value = json.loads(text)
+                except json.JSONDecodeError:
+                    raise ConfigError(f"{where}: not a JSON list: {value!r}") from None
+            else:
+                value = [p.strip() for p in text.split(",") if p.strip()]
+        if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
+    raise ConfigError(f"{where}: unsupported setting type")  # pragma: no cover
+
+
+def _load_upstreams(table: Any) -> dict[str, UpstreamEndpoint]:
+    if not isinstance(table, dict):
+        raise ConfigError("[upstreams] must be a table of login servers")
+    out: dict[str, UpstreamEndpoint] = {}
+    for login_server, entry in table.items():
+        where = f'upstreams."{login_server}"'
+        if (
+            not isinstance(entry, dict)
+            or set(entry) != {"url"}
+            or not isinstance(entry["url"], str)
+        ):
+            raise ConfigError(f'{where}: expected a table with one key, url = "<scheme>://<host>"')
+        parts = urlsplit(entry["url"])
+        if parts.scheme not in {"http", "https"} or not parts.netloc or parts.query:
+            raise ConfigError(f"{where}.url: expected http(s)://HOST[:PORT], got {entry['url']!r}")
+        out[login_server.lower()] = UpstreamEndpoint(url=entry["url"].rstrip("/"))
+    return out
+
+
+def _load_registries(items: Any) -> tuple[RegistrySeed, ...]:
+    if not isinstance(items, list):
+        raise ConfigError("registries must be an array of tables ([[registries]])")
+    out = []
+    for i, item in enumerate(items):
+        where = f"registries[{i}]"
+        if not isinstance(item, dict):
+            raise ConfigError(f"{where}: expected a table")
+        allowed = {"subscription", "resource_group", "name", "location"}
+        if set(item) - allowed:
+            raise ConfigError(f"{where}: unknown key(s) {sorted(set(item) - allowed)}")
+        for key in ("subscription", "resource_group", "name"):
+            if not isinstance(item.get(key), str):
+                raise ConfigError(f"{where}.{key}: required string")
+        seed = RegistrySeed(**item)
+        if not SUBSCRIPTION_RE.match(seed.subscription):
+            raise ConfigError(
+                f"{where}.subscription: invalid subscription id {seed.subscription!r}"
+            )
+        if not RESOURCE_GROUP_RE.match(seed.resource_group):
+            raise ConfigError(f"{where}.resource_group: invalid name {seed.resource_group!r}")
+        if not NAME_RE.match(seed.name):
+            raise ConfigError(f"{where}.name: 5-50 letters, digits or hyphens, got {seed.name!r}")
+        out.append(seed)
+    return tuple(out)
+
+
+def _validate(config: Config) -> None:
+    split_listen(config.server.listen)
+    if config.server.public_url:
+        parts = urlsplit(config.server.public_url)
+        if parts.scheme not in {"http", "https"} or not parts.netloc or parts.query:
+            raise ConfigError(
+                "server.public_url: expected an absolute http(s) URL, got "
+                f"{config.server.public_url!r}"
+            )
+    if config.server.log_level.lower() not in {"debug", "info", "warning", "error"}:
+        raise ConfigError("server.log_level: one of debug, info, warning, error")
+    database_url(config.database.url, config.data_dir)
+    arm = config.arm
+    checks = [
+        (1 <= arm.page_size <= 1000, "arm.page_size: between 1 and 1000"),
+        (0 <= arm.retry_after <= 600, "arm.retry_after: seconds between 0 and 600"),
+        (1 <= arm.max_rules_per_registry <= 100_000, "arm.max_rules_per_registry: 1 to 100000"),
+        (
+            1 <= arm.max_credential_sets_per_registry <= 100_000,
+            "arm.max_credential_sets_per_registry: 1 to 100000",
+        ),
+        (1024 <= arm.max_request_bytes <= 64 * 1_048_576, "arm.max_request_bytes: 1 KiB to 64 MiB"),
+        (0 <= arm.operation_min_seconds <= 3600, "arm.operation_min_seconds: 0 to 3600"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    for pattern in config.policy.allowed_login_servers:
+        if not re.fullmatch(r"(\*\.)?[a-z0-9.-]+(:\d{1,5})?", pattern):
+            raise ConfigError(
+                f"policy.allowed_login_servers: {pattern!r} is not a login server or *.domain"
+            )
+
+
+def is_private_host(host: str) -> bool:
+    """Whether ``host`` (no port) is a literal loopback, private or link-local address."""
+    if host == "localhost":
+        return True
+    try:
+        addr = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return addr.is_private or addr.is_loopback or addr.is_link_local

@@ -1,0 +1,124 @@
+"""The metadata schema: SQLAlchemy Core tables shared by SQLite and PostgreSQL.
+
+Names are stored twice: ``name`` as the caller wrote it and ``name_key`` in lower case, because
+ARM resource names are case-insensitive. Timestamps are timezone-aware UTC. JSON documents are
+stored as text so that both databases read them the same way. Migrations live in
+``migrations/versions``; this module always describes the newest revision.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+settings = sa.Table(
+    "settings",
+    metadata,
+    sa.Column("key", sa.String(100), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+admin_tokens = sa.Table(
+    "admin_tokens",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("description", sa.String(200), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+registries = sa.Table(
+    "registries",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("subscription", sa.String(64), nullable=False),
+    sa.Column("resource_group", sa.String(90), nullable=False),
+    sa.Column("resource_group_key", sa.String(90), nullable=False),
+    sa.Column("name", sa.String(50), nullable=False),
+    sa.Column("name_key", sa.String(50), nullable=False),
+    sa.Column("location", sa.String(100), nullable=False),
+    sa.Column("sku", sa.String(50), nullable=False),
+    sa.Column("tags", sa.Text, nullable=False, server_default="{}"),
+    sa.Column("provisioning_state", sa.String(20), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("modified_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("modified_by", sa.String(200), nullable=False),
+    sa.UniqueConstraint("subscription", "resource_group_key", "name_key", name="uq_registry"),
+)
+
+credential_sets = sa.Table(
+    "credential_sets",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "registry_id",
+        sa.Integer,
+        sa.ForeignKey("registries.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("name", sa.String(50), nullable=False),
+    sa.Column("name_key", sa.String(50), nullable=False),
+    sa.Column("login_server", sa.String(300), nullable=False),
+    sa.Column("identity_type", sa.String(40), nullable=False),
+    sa.Column("principal_id", sa.String(36), nullable=False),
+    sa.Column("auth_credentials", sa.Text, nullable=False),
+    sa.Column("provisioning_state", sa.String(20), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("modified_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("modified_by", sa.String(200), nullable=False),
+    sa.UniqueConstraint("registry_id", "name_key", name="uq_credential_set"),
+)
+
+cache_rules = sa.Table(
+    "cache_rules",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "registry_id",
+        sa.Integer,
+        sa.ForeignKey("registries.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("name", sa.String(50), nullable=False),
+    sa.Column("name_key", sa.String(50), nullable=False),
+    sa.Column("source_repository", sa.String(600), nullable=False),
+    sa.Column("target_repository", sa.String(300), nullable=False),
+    sa.Column("target_path", sa.String(300), nullable=False),
+    sa.Column("wildcard", sa.Boolean, nullable=False),
+    sa.Column(
+        "credential_set_id",
+        sa.Integer,
+        sa.ForeignKey("credential_sets.id", ondelete="RESTRICT"),
+        nullable=True,
+    ),
+    sa.Column("provisioning_state", sa.String(20), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("modified_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("modified_by", sa.String(200), nullable=False),
+    sa.UniqueConstraint("registry_id", "name_key", name="uq_cache_rule"),
+    sa.Index("ix_cache_rules_target", "registry_id", "target_path"),
+    sa.Index("ix_cache_rules_credential_set", "credential_set_id"),
+)
+
+operations = sa.Table(
+    "operations",
+    metadata,
+    sa.Column("id", sa.String(80), primary_key=True),
+    sa.Column("resource_id", sa.String(1000), nullable=False),
+    sa.Column("resource_kind", sa.String(20), nullable=False),
+    sa.Column("registry_id", sa.Integer, nullable=True),
+    sa.Column("row_id", sa.Integer, nullable=True),
+    sa.Column("action", sa.String(20), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("error_code", sa.String(100), nullable=True),
+    sa.Column("error_message", sa.Text, nullable=True),
+    sa.Column("lease_owner", sa.String(64), nullable=True),
+    sa.Column("lease_expires", sa.DateTime(timezone=True), nullable=True),
+    sa.Index("ix_operations_status", "status"),
+)

@@ -1,0 +1,403 @@
+"""The ARM routes: thin handlers over :class:`entrepot.management.Management`.
+
+Paths are matched on the raw (still percent-encoded) path, one segment at a time, so a name
+that contains an encoded ``/`` is a 400 naming that name rather than a confusing 404. Literal
+segments (``resourceGroups``, ``providers`` ...) are case-insensitive, as in ARM.
+
+Wire behaviour (what the genuine SDK depends on):
+
+* PUT/PATCH answer 201 (new) or 200 (existing) with the resource, ``Azure-AsyncOperation`` and
+  ``Retry-After``; the status URL answers 200 with ``{"id","name","status",...}``.
+* DELETE answers 202 with ``Location`` (``.../operationResults/{id}``: 202 while running, 204
+  when done) or 204 when the resource does not exist.
+* Lists are ``{"value": [...], "nextLink": ...}`` with ``nextLink`` only when more follows.
+* Every response carries ``x-ms-request-id``; every error is ``{"error": {code, message,
+  target}}`` with the status from the error table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, unquote
+
+import orjson
+from aiohttp import web
+
+from entrepot import errors as e
+from entrepot.config import Config
+from entrepot.management import (
+    Accepted,
+    Actor,
+    Kind,
+    Management,
+    OperationStatus,
+    Page,
+    RegistryRef,
+)
+from entrepot.metadata.store import MetadataStore
+from entrepot.models import Model, format_datetime
+
+log = logging.getLogger("entrepot.web.arm")
+
+API_VERSIONS = frozenset({"2023-07-01", "2025-04-01", "2025-11-01"})
+PROVIDER_SEGMENTS = ("providers", "microsoft.containerregistry", "registries")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+MANAGEMENT_KEY = web.AppKey("management", Management)
+CONFIG_KEY = web.AppKey("config", Config)
+STORE_KEY = web.AppKey("store", MetadataStore)
+ERROR_STATUS = {kind.arm_code: kind.status for kind in e.error_table().values()}
+
+
+@dataclass(frozen=True)
+class Route:
+    """A parsed ARM path."""
+
+    subscription: str
+    resource_group: str
+    registry: str | None = None
+    kind: Kind | None = None  # child collection (cacheRules / credentialSets), if any
+    child: str | None = None
+    op_segment: str | None = None  # operationStatuses | operationResults
+    op_id: str | None = None
+
+    @property
+    def ref(self) -> RegistryRef:
+        assert self.registry is not None
+        return RegistryRef(self.subscription, self.resource_group, self.registry)
+
+    @property
+    def resource_id(self) -> str:
+        rid = self.ref.resource_id
+        if self.kind is not None and self.child is not None:
+            rid += f"/{self.kind.value}/{self.child}"
+        return rid
+
+
+def parse_path(raw_path: str) -> Route:
+    """Split an ARM path into a :class:`Route`.
+
+    :raises RouteNotFound: when the path is not one of this provider's resources.
+    :raises InvalidResourceName: when a name segment contains a ``/`` (``%2F``) or is empty.
+    """
+    raw = raw_path.split("?", 1)[0].rstrip("/")
+    parts = raw.split("/")[1:]
+
+    def name(i: int, what: str) -> str:
+        value = unquote(parts[i])
+        if not value or "/" in value:
+            raise e.InvalidResourceName(f"The {what} {value!r} is invalid.", target=what)
+        return value
+
+    def literal(i: int, *expected: str) -> bool:
+        return i < len(parts) and parts[i].lower() in expected
+
+    not_found = e.RouteNotFound(
+        "The requested resource type is not supported by this server. Expected "
+        "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.ContainerRegistry/registries"
+        "[/{name}[/cacheRules|/credentialSets[/{name}]]]."
+    )
+    if not (
+        len(parts) >= 7
+        and literal(0, "subscriptions")
+        and literal(2, "resourcegroups")
+        and all(literal(4 + i, seg) for i, seg in enumerate(PROVIDER_SEGMENTS))
+    ):
+        raise not_found
+    sub, rg = name(1, "subscriptionId"), name(3, "resourceGroupName")
+    if len(parts) == 7:
+        return Route(sub, rg)
+    registry = name(7, "registryName")
+    rest = parts[8:]
+    if not rest:
+        return Route(sub, rg, registry)
+    if rest[0].lower() in ("operationstatuses", "operationresults") and len(rest) == 2:
+        return Route(sub, rg, registry, None, None, rest[0].lower(), name(9, "operationId"))
+    kinds = {"cacherules": Kind.CACHE_RULE, "credentialsets": Kind.CREDENTIAL_SET}
+    kind = kinds.get(rest[0].lower())
+    if kind is None:
+        raise not_found
+    if len(rest) == 1:
+        return Route(sub, rg, registry, kind)
+    what = "cacheRuleName" if kind is Kind.CACHE_RULE else "credentialSetName"
+    child = name(9, what)
+    if len(rest) == 2:
+        return Route(sub, rg, registry, kind, child)
+    if len(rest) == 4 and rest[2].lower() in ("operationstatuses", "operationresults"):
+        return Route(sub, rg, registry, kind, child, rest[2].lower(), name(11, "operationId"))
+    raise not_found
+
+
+def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status,
+        body=orjson.dumps(body),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def error_response(err: e.EntrepotError) -> web.Response:
+    error: dict[str, Any] = {"code": err.code, "message": err.message}
+    if err.target:
+        error["target"] = err.target
+    headers = {}
+    if isinstance(err, e.Unauthenticated):
+        headers["WWW-Authenticate"] = 'Bearer realm="entrepot"'
+    return json_response(err.status, {"error": error}, headers)
+
+
+class ArmApi:
+    """The request handlers; one instance per application."""
+
+    def __init__(self, management: Management, config: Config, store: MetadataStore) -> None:
+        self.management = management
+        self.config = config
+        self.store = store
+        self._token_cache: dict[str, tuple[str, float]] = {}
+
+    # -- middleware -----------------------------------------------------------------------------
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        request_id = str(uuid.uuid4())
+        try:
+            response = await handler(request)
+        except e.EntrepotError as err:
+            response = error_response(err)
+        except web.HTTPException as exc:
+            response = error_response(_http_exception(exc))
+        except Exception:
+            log.exception("unhandled error in %s %s", request.method, request.path)
+            response = error_response(e.InternalError("The server failed to handle the request."))
+        response.headers["x-ms-request-id"] = request_id
+        client_id = request.headers.get("x-ms-client-request-id")
+        if client_id and len(client_id) <= 200:
+            response.headers["x-ms-client-request-id"] = client_id
+        return response
+
+    async def authenticate(self, request: web.Request) -> Actor:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if not header:
+            raise e.Unauthenticated(
+                "Authentication failed. The 'Authorization' header is missing; send "
+                "'Authorization: Bearer <admin token>'."
+            )
+        if scheme.lower() != "bearer" or not token.strip():
+            raise e.InvalidAuthenticationToken(
+                "Authentication failed. The 'Authorization' header must be 'Bearer <token>'."
+            )
+        digest = hashlib.sha256(token.strip().encode()).hexdigest()
+        cached = self._token_cache.get(digest)
+        if cached is not None and cached[1] > time.monotonic():
+            return Actor(cached[0])
+        async with self.store.read() as conn:
+            description = await self.store.token_description(conn, digest)
+        if description is None:
+            raise e.InvalidAuthenticationToken("Authentication failed. The token is not valid.")
+        self._token_cache[digest] = (description, time.monotonic() + 60)
+        return Actor(description)
+
+    # -- dispatch -------------------------------------------------------------------------------
+    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        route = parse_path(request.raw_path)
+        actor = await self.authenticate(request)
+        version = _api_version(request)
+        method = request.method
+        if route.op_segment is not None:
+            _allow(method, "GET")
+            return await self._operation(request, route, version)
+        if route.registry is None:
+            _allow(method, "GET")
+            return self._page_response(
+                request,
+                version,
+                await self.management.list_registries(
+                    route.subscription, route.resource_group, request.query.get("$skipToken")
+                ),
+            )
+        if route.kind is None:
+            _allow(method, "GET", "PUT", "DELETE")
+            if method == "GET":
+                return json_response(200, (await self.management.get_registry(route.ref)).to_arm())
+            if method == "PUT":
+                body = await self._body(request)
+                created = await self.management.put_registry(route.ref, body, actor)
+                return self._accepted(request, version, created)
+            return self._deleted(
+                request, version, await self.management.delete_registry(route.ref, actor)
+            )
+        m = self.management
+        if route.child is None:
+            _allow(method, "GET")
+            token = request.query.get("$skipToken")
+            page: Page[Any] = await (
+                m.list_cache_rules(route.ref, token)
+                if route.kind is Kind.CACHE_RULE
+                else m.list_credential_sets(route.ref, token)
+            )
+            return self._page_response(request, version, page)
+        _allow(method, "GET", "PUT", "PATCH", "DELETE")
+        rules = route.kind is Kind.CACHE_RULE
+        if method == "GET":
+            model: Model = await (
+                m.get_cache_rule(route.ref, route.child)
+                if rules
+                else m.get_credential_set(route.ref, route.child)
+            )
+            return json_response(200, model.to_arm())
+        if method == "DELETE":
+            deleted = await (
+                m.delete_cache_rule(route.ref, route.child, actor)
+                if rules
+                else m.delete_credential_set(route.ref, route.child, actor)
+            )
+            return self._deleted(request, version, deleted)
+        body = await self._body(request)
+        accepted: Accepted[Any]
+        if method == "PUT":
+            accepted = await (
+                m.put_cache_rule(route.ref, route.child, body, actor)
+                if rules
+                else m.put_credential_set(route.ref, route.child, body, actor)
+            )
+        else:
+            accepted = await (
+                m.patch_cache_rule(route.ref, route.child, body, actor)
+                if rules
+                else m.patch_credential_set(route.ref, route.child, body, actor)
+            )
+        return self._accepted(request, version, accepted)
+
+    # -- pieces ---------------------------------------------------------------------------------
+    async def _body(self, request: web.Request) -> Any:
+        raw = await request.read()
+        if not raw.strip():
+            raise e.InvalidRequestContent("The request body is empty; a JSON object is required.")
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise e.InvalidRequestContent(f"The request body is not valid JSON: {exc}.") from None
+
+    def _base(self, request: web.Request) -> str:
+        if self.config.server.public_url:
+            return self.config.server.public_url.rstrip("/")
+        return f"{request.scheme}://{request.host}"
+
+    def _op_url(
+        self, request: web.Request, resource_id: str, segment: str, op_id: str, v: str
+    ) -> str:
+        return f"{self._base(request)}{_quote_id(resource_id)}/{segment}/{op_id}?api-version={v}"
+
+    def _accepted(
+        self, request: web.Request, version: str, accepted: Accepted[Any]
+    ) -> web.Response:
+        assert accepted.operation_id is not None and accepted.resource is not None
+        headers = {
+            "Azure-AsyncOperation": self._op_url(
+                request, accepted.resource_id, "operationStatuses", accepted.operation_id, version
+            ),
+            "Retry-After": str(self.config.arm.retry_after),
+        }
+        return json_response(201 if accepted.created else 200, accepted.resource.to_arm(), headers)
+
+    def _deleted(self, request: web.Request, version: str, accepted: Accepted[Any]) -> web.Response:
+        if accepted.operation_id is None:
+            return web.Response(status=204)
+        location = self._op_url(
+            request, accepted.resource_id, "operationResults", accepted.operation_id, version
+        )
+        return web.Response(
+            status=202,
+            headers={"Location": location, "Retry-After": str(self.config.arm.retry_after)},
+        )
+
+    def _page_response(self, request: web.Request, version: str, page: Page[Any]) -> web.Response:
+        body: dict[str, Any] = {"value": [item.to_arm() for item in page.items]}
+        if page.next_token:
+            body["nextLink"] = (
+                f"{self._base(request)}{request.raw_path.split('?', 1)[0]}"
+                f"?api-version={version}&$skipToken={quote(page.next_token, safe='')}"
+            )
+        return json_response(200, body)
+
+    async def _operation(self, request: web.Request, route: Route, version: str) -> web.Response:
+        assert route.op_id is not None
+        op = await self.management.get_operation(route.resource_id, route.op_id)
+        retry = {"Retry-After": str(self.config.arm.retry_after)}
+        if route.op_segment == "operationresults":
+            if op.status == "InProgress":
+                location = self._op_url(request, op.resource_id, "operationResults", op.id, version)
+                return web.Response(status=202, headers={"Location": location, **retry})
+            if op.status == "Succeeded":
+                return web.Response(status=204)
+            status = ERROR_STATUS.get(op.error_code or "", 500)
+            body = {"error": {"code": op.error_code, "message": op.error_message}}
+            return json_response(status if status >= 400 else 500, body)
+        return json_response(200, _status_body(op), retry if op.status == "InProgress" else None)
+
+
+def _status_body(op: OperationStatus) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": f"{op.resource_id}/operationStatuses/{op.id}",
+        "name": op.id,
+        "status": op.status,
+        "startTime": format_datetime(op.start_time),
+    }
+    if op.end_time is not None:
+        body["endTime"] = format_datetime(op.end_time)
+    if op.error_code:
+        body["error"] = {"code": op.error_code, "message": op.error_message or ""}
+    return body
+
+
+def _quote_id(resource_id: str) -> str:
+    return "/".join(quote(part, safe="") for part in resource_id.split("/"))
+
+
+def _api_version(request: web.Request) -> str:
+    version = request.query.get("api-version")
+    if version is None:
+        raise e.MissingApiVersion(
+            "The 'api-version' query parameter is required. Supported versions: "
+            + ", ".join(sorted(API_VERSIONS)),
+            target="api-version",
+        )
+    if version not in API_VERSIONS:
+        raise e.InvalidApiVersion(
+            f"The api-version {version!r} is not supported. Supported versions: "
+            + ", ".join(sorted(API_VERSIONS)),
+            target="api-version",
+        )
+    return version
+
+
+def _allow(method: str, *allowed: str) -> None:
+    if method not in allowed:
+        raise e.MethodNotAllowed(
+            f"The method {method} is not allowed here; allowed: {', '.join(allowed)}."
+        )
+
+
+def _http_exception(exc: web.HTTPException) -> e.EntrepotError:
+    if exc.status == 413:
+        return e.PayloadTooLarge("The request body is too large.")
+    if exc.status == 405:
+        return e.MethodNotAllowed(f"The method is not allowed here ({exc.reason}).")
+    if exc.status == 404:
+        return e.RouteNotFound("No such resource.")
+    if exc.status < 500:
+        return e.BadRequest(exc.reason or "Bad request.")
+    return e.InternalError("The server failed to handle the request.")
+
+
+def setup_routes(app: web.Application, api: ArmApi) -> None:
+    """Route everything under ``/subscriptions`` to the ARM dispatcher."""
+    app.router.add_route("*", "/subscriptions/{tail:.*}", api.dispatch)
+    app.router.add_route("*", "/subscriptions", api.dispatch)

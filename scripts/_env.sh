@@ -52,3 +52,16 @@ ensure_postgres() {
   fi
   psql -h 127.0.0.1 -U postgres -d postgres -tAc 'select 1' >/dev/null
 }
+
+ensure_sdk14() {
+  # The genuine azure-mgmt-containerregistry 14.x (multi-API, default 2025-04-01) cannot share
+  # the venv with 15.x: install it into its own directory, put first on PYTHONPATH by
+  # tests/test_arm_sdk14.py. Everything else it needs (azure-core, azure-mgmt-core, isodate,
+  # typing-extensions) comes from the venv; only azure-common (azure.profiles) is missing there.
+  local target="$VENV/sdk14"
+  if [ -f "$target/.entrepot-sdk14-installed" ]; then return 0; fi
+  rm -rf "$target"
+  "$VENV/bin/python" -m pip install -q --no-deps --target "$target" \
+    "azure-mgmt-containerregistry==14.*" "azure-common>=1.1"
+  touch "$target/.entrepot-sdk14-installed"
+}

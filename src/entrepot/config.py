@@ -27,6 +27,13 @@ Example file::
     allowed_login_servers = ["docker.io", "*.example.com"]   # empty: any upstream
     require_docker_hub_credentials = true
 
+    [secrets]
+    env_enabled = true
+    env_allow = ["REGISTRY_*"]
+
+    [health]
+    interval_seconds = 600
+
     [upstreams."docker.io"]
     url = "http://127.0.0.1:5001"
 
@@ -110,6 +117,29 @@ class PolicyConfig:
 
 
 @dataclass(frozen=True)
+class SecretsConfig:
+    """``[secrets]``: which secret resolvers besides the built-in vault are enabled.
+
+    ``env:NAME`` identifiers resolve only when ``env_enabled`` and ``NAME`` matches one of the
+    ``env_allow`` glob patterns; ``file:///PATH`` identifiers only when ``file_enabled`` and
+    ``PATH`` lies under one of ``file_roots``. The built-in vault is always on.
+    """
+
+    env_enabled: bool = False
+    env_allow: tuple[str, ...] = ()
+    file_enabled: bool = False
+    file_roots: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    """``[health]``: when credential health is measured besides create/update."""
+
+    interval_seconds: float = 600.0
+    timeout_seconds: float = 15.0
+
+
+@dataclass(frozen=True)
 class UpstreamEndpoint:
     """``[upstreams."<login server>"]``: where that login server's ``/v2/`` API really is."""
 
@@ -134,6 +164,8 @@ class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     arm: ArmConfig = field(default_factory=ArmConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+    secrets: SecretsConfig = field(default_factory=SecretsConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
     upstreams: Mapping[str, UpstreamEndpoint] = field(default_factory=dict)
     registries: tuple[RegistrySeed, ...] = ()
 
@@ -159,6 +191,10 @@ class Config:
             "policy": {
                 k: list(v) if isinstance(v, tuple) else v for k, v in vars(self.policy).items()
             },
+            "secrets": {
+                k: list(v) if isinstance(v, tuple) else v for k, v in vars(self.secrets).items()
+            },
+            "health": vars(self.health),
             "upstreams": {k: mask_url(v.url) for k, v in self.upstreams.items()},
             "registries": [vars(r) for r in self.registries],
         }
@@ -169,6 +205,8 @@ _SECTIONS: dict[str, type] = {
     "database": DatabaseConfig,
     "arm": ArmConfig,
     "policy": PolicyConfig,
+    "secrets": SecretsConfig,
+    "health": HealthConfig,
 }
 
 
@@ -401,6 +439,11 @@ def _validate(config: Config) -> None:
         ),
         (1024 <= arm.max_request_bytes <= 64 * 1_048_576, "arm.max_request_bytes: 1 KiB to 64 MiB"),
         (0 <= arm.operation_min_seconds <= 3600, "arm.operation_min_seconds: 0 to 3600"),
+        (
+            1 <= config.health.interval_seconds <= 86400,
+            "health.interval_seconds: 1 to 86400",
+        ),
+        (0.1 <= config.health.timeout_seconds <= 300, "health.timeout_seconds: 0.1 to 300"),
     ]
     for ok, message in checks:
         if not ok:

@@ -15,7 +15,11 @@ Exception tree::
     │   ├── UpstreamNotAllowed, DockerHubCredentialsRequired
     │   └── InvalidSecretIdentifier
     ├── Unauthenticated (401)       AuthenticationFailed, InvalidAuthenticationToken
-    ├── NotFound (404)              ResourceNotFound, ParentResourceNotFound, RouteNotFound
+    ├── NotFound (404)              ResourceNotFound, ParentResourceNotFound, RouteNotFound,
+    │                               SecretNotFound
+    ├── SecretAccessDenied (403), SecretStoreUnavailable (503)
+    ├── UpstreamError (502)         UpstreamAuthenticationFailed, UpstreamUnreachable,
+    │                               UpstreamTlsError, UpstreamTooManyRequests
     ├── MethodNotAllowed (405)
     ├── Conflict (409)              TargetConflict, QuotaExceeded, CredentialSetInUse,
     │                               PropertyChangeNotAllowed, OperationInProgress, ResourceExists
@@ -167,6 +171,53 @@ class ParentResourceNotFound(NotFound):
 
 class RouteNotFound(NotFound):
     kind = _kind("NotFound", 404, "UNSUPPORTED")
+
+
+# -- secrets and upstreams (credential health codes) ---------------------------------------------
+class SecretNotFound(NotFound):
+    """The secret (or its vault, or the version asked for) does not exist."""
+
+    kind = _kind("SecretNotFound", 404)
+
+
+class SecretAccessDenied(EntrepotError):
+    """The reading principal has no ``get`` grant on the secret's vault."""
+
+    kind = _kind("SecretAccessDenied", 403, "DENIED")
+
+
+class SecretStoreUnavailable(EntrepotError):
+    """The secret store could not be read (e.g. wrong master key, unreadable file)."""
+
+    kind = _kind("SecretStoreUnavailable", 503, "UNAVAILABLE")
+
+
+class UpstreamError(EntrepotError):
+    """The upstream registry failed in a way no more specific error describes."""
+
+    kind = _kind("UpstreamError", 502, "UNKNOWN")
+
+
+class UpstreamAuthenticationFailed(UpstreamError):
+    """The upstream (or its token server) refused the credentials."""
+
+    kind = _kind("UpstreamAuthenticationFailed", 401, "UNAUTHORIZED")
+
+
+class UpstreamUnreachable(UpstreamError):
+    """No connection to the upstream (DNS, refused, timeout)."""
+
+    kind = _kind("UpstreamUnreachable", 502, "UNAVAILABLE")
+
+
+class UpstreamTlsError(UpstreamError):
+    """The TLS handshake with the upstream failed (certificate not trusted, wrong host...)."""
+
+    kind = _kind("UpstreamTlsError", 502, "UNAVAILABLE")
+
+
+class UpstreamTooManyRequests(UpstreamError):
+    kind = _kind("UpstreamTooManyRequests", 429, "TOOMANYREQUESTS")
 
 
 # -- 405 / 409 / 413 / 500 ----------------------------------------------------------------------

@@ -22,15 +22,15 @@ server; the models are those of :mod:`entrepot.models`, re-exported by :mod:`ent
 
 from __future__ import annotations
 
-from entrepot.mgmt import models
+from entrepot.mgmt import _version, models
 from entrepot.mgmt._client import ContainerRegistryManagementClient
 from entrepot.mgmt._credentials import (
     LoopbackARMChallengeAuthenticationPolicy,
     StaticTokenCredential,
 )
-from entrepot.mgmt._version import VERSION
 
-__version__ = VERSION
+__version__: str = _version.VERSION
+"""The version of the ``entrepot`` distribution this SDK belongs to."""
 
 __all__ = [
     "ContainerRegistryManagementClient",

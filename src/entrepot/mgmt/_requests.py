@@ -46,6 +46,7 @@ __all__ = [
     "build_registries_delete_request",
     "build_registries_get_request",
     "build_registries_list_by_resource_group_request",
+    "registries_path",
     "registry_path",
 ]
 
@@ -59,22 +60,27 @@ _PROVIDER = "Microsoft.ContainerRegistry"
 _JSON = "application/json"
 
 
-def registry_path(
-    subscription_id: str, resource_group_name: str, registry_name: str | None = None
-) -> str:
-    """The path of a registry, or of the registry collection when ``registry_name`` is ``None``.
+def registries_path(subscription_id: str, resource_group_name: str) -> str:
+    """The path of a resource group's registry collection.
 
     :raises TypeError: when a segment is not a string.
     :raises ValueError: when a segment is empty, ``.`` or ``..``.
     """
-    path = (
+    return (
         f"/subscriptions/{path_segment('subscription_id', subscription_id)}"
         f"/resourceGroups/{path_segment('resource_group_name', resource_group_name)}"
         f"/providers/{_PROVIDER}/registries"
     )
-    if registry_name is not None:
-        path += "/" + path_segment("registry_name", registry_name)
-    return path
+
+
+def registry_path(subscription_id: str, resource_group_name: str, registry_name: str) -> str:
+    """The path of one registry.
+
+    :raises TypeError: when a segment is not a string.
+    :raises ValueError: when a segment is empty, ``.`` or ``..``.
+    """
+    registries = registries_path(subscription_id, resource_group_name)
+    return f"{registries}/{path_segment('registry_name', registry_name)}"
 
 
 def _build(
@@ -424,7 +430,7 @@ def build_registries_list_by_resource_group_request(
     params: Mapping[str, Any] | None = None,
 ) -> HttpRequest:
     """``GET P/registries`` (first page)."""
-    url = registry_path(subscription_id, resource_group_name)
+    url = registries_path(subscription_id, resource_group_name)
     return _build("GET", url, api_version=api_version, headers=headers, params=params)
 
 

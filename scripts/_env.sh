@@ -65,3 +65,16 @@ ensure_sdk14() {
     "azure-mgmt-containerregistry==14.*" "azure-common>=1.1"
   touch "$target/.entrepot-sdk14-installed"
 }
+
+ensure_registry_tools() {
+  # The upstream tests (tests/registries.py) start real registries: Debian's docker-registry
+  # (CNCF distribution 2.8), skopeo to push test images, htpasswd (apache2-utils) for bcrypt
+  # password files.
+  local missing=()
+  command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
+  command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
+  command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    apt_install "${missing[@]}"
+  fi
+}

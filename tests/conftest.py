@@ -24,6 +24,8 @@ from typing import Any
 import pytest
 import requests
 
+pytest_plugins = ["tests.registries"]
+
 SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
 RESOURCE_GROUP = "my-resource-group"
 REGISTRY = "my-registry"

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from tests.conftest import REGISTRY, RESOURCE_GROUP, SUBSCRIPTION
 
 CRED_PREFIX = (

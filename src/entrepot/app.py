@@ -1,7 +1,8 @@
 """The composition root: :func:`build_app` is the only place that wires concrete classes.
 
 ``serve(config)`` runs one asyncio process that answers the management API under
-``/subscriptions`` and ``/healthz`` without authentication.
+``/subscriptions``, the built-in vault under ``/entrepot/vaults`` and ``/healthz`` without
+authentication.
 
 On first start (no admin token in the database) a token is generated: its SHA-256 is stored,
 the token itself is written to ``<data_dir>/admin-token`` with mode 0600 for the CLI, and it is
@@ -19,12 +20,17 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import aiohttp
 from aiohttp import web
 
 from entrepot.config import Config
+from entrepot.credential_health import CredentialProbe
 from entrepot.management import Actor, Management, RegistryRef
 from entrepot.metadata.store import MetadataStore
+from entrepot.secrets import BuiltinVault, build_resolvers
+from entrepot.upstream.client import UpstreamClient
 from entrepot.web.arm import CONFIG_KEY, MANAGEMENT_KEY, STORE_KEY, ArmApi, setup_routes
+from entrepot.web.vault import setup_vault_routes
 
 log = logging.getLogger("entrepot")
 SYSTEM_ACTOR = Actor("entrepot")
@@ -69,7 +75,16 @@ def build_app(config: Config) -> web.Application:
     """The aiohttp application for ``config``; resources open on startup and close on cleanup."""
     config.data_dir.mkdir(parents=True, exist_ok=True)
     store = MetadataStore(config.database_url)
-    management = Management(store, config.arm, config.policy, login_server(config))
+    vault = BuiltinVault(store)
+    resolvers = build_resolvers(config.secrets, vault)
+    management = Management(
+        store,
+        config.arm,
+        config.policy,
+        login_server(config),
+        resolvers=resolvers,
+        health_interval=config.health.interval_seconds,
+    )
     api = ArmApi(management, config, store)
     app = web.Application(
         middlewares=[api.middleware], client_max_size=config.arm.max_request_bytes
@@ -83,9 +98,18 @@ def build_app(config: Config) -> web.Application:
 
     app.router.add_get("/healthz", healthz)
     setup_routes(app, api)
+    setup_vault_routes(app, api, vault)
+    sessions: list[aiohttp.ClientSession] = []
 
     async def on_startup(_app: web.Application) -> None:
         await store.open()
+        await vault.unlock(config.data_dir)
+        session = aiohttp.ClientSession()
+        sessions.append(session)
+        upstream = UpstreamClient(session, config.upstreams, timeout=config.health.timeout_seconds)
+        management.probe = CredentialProbe(
+            resolvers, upstream, timeout=config.health.timeout_seconds
+        )
         token = await bootstrap_token(store, config)
         if token is not None:
             print(
@@ -103,6 +127,8 @@ def build_app(config: Config) -> web.Application:
 
     async def on_cleanup(_app: web.Application) -> None:
         await management.stop()
+        for session in sessions:
+            await session.close()
         await store.close()
 
     app.on_startup.append(on_startup)

@@ -316,7 +316,12 @@ def print_table(headers: list[str], rows: Iterable[Row]) -> None:
         table.add_column(header, overflow="fold", no_wrap=not tty)
     for values in rows:
         table.add_row(*values)
-    console.print(table)
+    if tty:
+        console.print(table)
+        return
+    with console.capture() as capture:
+        console.print(table)
+    sys.stdout.write("".join(line.rstrip() + "\n" for line in capture.get().splitlines()))
 
 
 def _text(value: Any) -> str:
@@ -600,16 +605,13 @@ def credential_set_update(
 
     with session(subscription, resource_group, output, config) as (target, client):
         current = client.credential_sets.get(resource_group, registry, name)
-        existing = (current.auth_credentials or [None])[0]
-        username = username_id or (existing.username_secret_identifier if existing else None)
-        password = password_id or (existing.password_secret_identifier if existing else None)
+        existing = current.auth_credentials[0] if current.auth_credentials else AuthCredential()
         params = CredentialSetUpdateParameters(
             auth_credentials=[
                 AuthCredential(
-                    name=(existing.name if existing and existing.name else None)
-                    or CredentialName.CREDENTIAL1,
-                    username_secret_identifier=username,
-                    password_secret_identifier=password,
+                    name=existing.name or CredentialName.CREDENTIAL1,
+                    username_secret_identifier=username_id or existing.username_secret_identifier,
+                    password_secret_identifier=password_id or existing.password_secret_identifier,
                 )
             ]
         )
@@ -725,6 +727,9 @@ def registry_delete(
     with session(subscription, resource_group, OutputFormat.json, config) as (_, client):
         client.registries.begin_delete(resource_group, name).result()
 
+
+# The vault and secret commands live in their own module; importing it registers them.
+from entrepot import cli_vault  # noqa: E402, F401
 
 if __name__ == "__main__":
     main()

@@ -64,9 +64,9 @@ DEFAULT_LISTEN = "127.0.0.1:5000"
 DEFAULT_DATA_DIR = "./entrepot-data"
 ENV_PREFIX = "ENTREPOT_"
 TOKEN_FILE = "admin-token"
-NAME_RE = re.compile(r"^[a-zA-Z0-9-]{5,50}$")
-RESOURCE_GROUP_RE = re.compile(r"^[-\w._()]{1,90}$")
-SUBSCRIPTION_RE = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+NAME_RE = re.compile(r"^[a-zA-Z0-9-]{5,50}\Z")
+RESOURCE_GROUP_RE = re.compile(r"^[-\w._()]{1,90}\Z")
+SUBSCRIPTION_RE = re.compile(r"^[A-Za-z0-9-]{1,64}\Z")
 
 
 @dataclass(frozen=True)

@@ -239,6 +239,10 @@ class QuotaExceeded(Conflict):
     kind = _kind("CacheRuleQuotaExceeded", 409)
 
 
+class CredentialSetQuotaExceeded(QuotaExceeded):
+    kind = _kind("CredentialSetQuotaExceeded", 409)
+
+
 class CredentialSetInUse(Conflict):
     kind = _kind("CredentialSetInUse", 409)
 

@@ -48,6 +48,7 @@ from entrepot.config import (
     PolicyConfig,
     is_private_host,
 )
+from entrepot.credential_health import CredentialProbe
 from entrepot.metadata import schema as t
 from entrepot.metadata.store import MetadataStore, as_utc, utcnow
 from entrepot.models import (
@@ -67,6 +68,7 @@ from entrepot.models import (
     SystemData,
 )
 from entrepot.rules import RulePattern, is_docker_hub, overlaps, parse_rule, target_ancestors
+from entrepot.secrets import Resolvers
 
 log = logging.getLogger("entrepot.management")
 
@@ -176,7 +178,7 @@ def validate_name(value: str, what: str) -> None:
         raise e.InvalidResourceName(
             f"The {what} name {value!r} is invalid: it must be 5 to 50 characters of letters, "
             "digits and hyphens.",
-            target=what,
+            target=f"{what}Name",  # the path parameter: registryName, cacheRuleName ...
         )
 
 
@@ -205,12 +207,19 @@ class Management:
         login_server: str,
         *,
         lease_seconds: float = 10.0,
+        resolvers: Resolvers | None = None,
+        probe: CredentialProbe | None = None,
+        health_interval: float = 600.0,
     ) -> None:
         self.store = store
         self.arm = arm
         self.policy = policy
         self.login_server = login_server
         self.lease_seconds = lease_seconds
+        self.resolvers = resolvers
+        self.probe = probe
+        self.health_interval = health_interval
+        self._health_timer: asyncio.Task[None] | None = None
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.tenant_id = ""
         self._tasks: set[asyncio.Task[None]] = set()
@@ -227,12 +236,15 @@ class Management:
                 await self.store.put_setting(conn, "tenant_id", tenant)
         self.tenant_id = tenant
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="operation-sweeper")
+        if self.probe is not None:
+            self._health_timer = asyncio.create_task(self._health_forever(), name="health-timer")
 
     async def stop(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        for timer in (self._sweeper, self._health_timer):
+            if timer is not None:
+                timer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await timer
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -526,7 +538,9 @@ class Management:
             raise e.MissingProperty(
                 "'properties.authCredentials' is required.", target="properties.authCredentials"
             )
-        credentials = _merge_credentials([], model.auth_credentials, require_complete=True)
+        credentials = _merge_credentials(
+            [], model.auth_credentials, require_complete=True, check=self._check_identifier
+        )
         async with self.store.write() as conn:
             registry = await self._registry_row(conn, ref)
             registry_id = int(registry["id"])
@@ -539,7 +553,7 @@ class Management:
             if row is None:
                 count = await self.store.count_children(conn, t.credential_sets, registry_id)
                 if count >= self.arm.max_credential_sets_per_registry:
-                    raise e.QuotaExceeded(
+                    raise e.CredentialSetQuotaExceeded(
                         f"Registry '{registry['name']}' already has {count} credential sets, the "
                         f"maximum ({self.arm.max_credential_sets_per_registry}).",
                     )
@@ -604,7 +618,12 @@ class Management:
             if update.auth_credentials is not None:
                 current = json.loads(row["auth_credentials"])
                 values["auth_credentials"] = json.dumps(
-                    _merge_credentials(current, update.auth_credentials, require_complete=False)
+                    _merge_credentials(
+                        current,
+                        update.auth_credentials,
+                        require_complete=False,
+                        check=self._check_identifier,
+                    )
                 )
             row_id = int(row["id"])
             await self.store.update(conn, t.credential_sets, row_id, values)
@@ -702,6 +721,13 @@ class Management:
         kind = Kind(op["resource_kind"])
         table = _TABLES[kind]
         row_id = int(op["row_id"])
+        health: dict[str, dict[str, str]] | None = None
+        if kind is Kind.CREDENTIAL_SET and op["action"] != "delete":
+            # Measured outside any transaction: it talks to the secret store and the upstream.
+            async with self.store.read() as conn:
+                row = await self.store.get_by_id(conn, table, row_id)
+            if row is not None:
+                health = await self._measure(row)
         async with self.store.write() as conn:
             row = await self.store.get_by_id(conn, table, row_id)
             if op["action"] == "delete":
@@ -718,8 +744,84 @@ class Management:
                 return "Succeeded", None
             if row is None:
                 return "Canceled", e.ResourceNotFound("The resource was deleted meanwhile.")
-            await self.store.update(conn, table, row_id, {"provisioning_state": "Succeeded"})
+            values: dict[str, Any] = {"provisioning_state": "Succeeded"}
+            if health is not None:
+                values["auth_credentials"] = _with_health(row["auth_credentials"], health)
+            await self.store.update(conn, table, row_id, values)
         return "Succeeded", None
+
+    # -- credential health ----------------------------------------------------------------------
+    async def _measure(self, row: RowMapping) -> dict[str, dict[str, str]] | None:
+        """The health of each credential of credential set ``row``, by credential name."""
+        if self.probe is None:
+            return None
+        credentials = json.loads(row["auth_credentials"])
+        results = await asyncio.gather(
+            *(
+                self.probe.measure(row["login_server"], item, row["principal_id"])
+                for item in credentials
+            )
+        )
+        return {
+            item["name"]: dict(result) | {"_identifiers": _identifiers(item)}
+            for item, result in zip(credentials, results, strict=True)
+        }
+
+    async def _store_health(self, row_id: int, health: dict[str, dict[str, str]]) -> None:
+        async with self.store.write() as conn:
+            row = await self.store.get_by_id(conn, t.credential_sets, row_id)
+            if row is None:
+                return
+            await self.store.update(
+                conn,
+                t.credential_sets,
+                row_id,
+                {"auth_credentials": _with_health(row["auth_credentials"], health)},
+            )
+
+    async def validate_credential_set(self, ref: RegistryRef, name: str) -> CredentialSet:
+        """Measure the health of every credential of a set now, store it and return the set.
+
+        :raises ResourceNotFound: no such credential set.
+        """
+        validate_registry_ref(ref)
+        validate_name(name, "credentialSet")
+        async with self.store.read() as conn:
+            registry = await self._registry_row(conn, ref)
+            row = await self._child(conn, t.credential_sets, registry, name, "credential set")
+        health = await self._measure(row)
+        if health is not None:
+            await self._store_health(int(row["id"]), health)
+        async with self.store.read() as conn:
+            fresh = await self._child(conn, t.credential_sets, registry, name, "credential set")
+        return self._set_model(registry, fresh)
+
+    async def refresh_health(self) -> int:
+        """Measure every credential set's health once; return how many sets were measured."""
+        count, after = 0, 0
+        while True:
+            async with self.store.read() as conn:
+                rows = await self.store.credential_sets_after(conn, after, 100)
+            if not rows:
+                return count
+            for row in rows:
+                after = int(row["id"])
+                if row["provisioning_state"] not in TERMINAL:
+                    continue
+                health = await self._measure(row)
+                if health is not None:
+                    await self._store_health(after, health)
+                    count += 1
+
+    async def _health_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.health_interval)
+            try:
+                await self.refresh_health()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # one failed round must not stop the timer
+                log.exception("credential health refresh failed")
 
     # -- helpers --------------------------------------------------------------------------------
     async def _accepted(
@@ -901,6 +1003,15 @@ class Management:
                 target="properties.credentialSetResourceId",
             )
 
+    def _check_identifier(self, value: str, target: str) -> None:
+        """Refuse a secret identifier no configured resolver can read (no I/O)."""
+        if self.resolvers is None:
+            return
+        try:
+            self.resolvers.check_identifier(value)
+        except e.InvalidSecretIdentifier as exc:
+            raise e.InvalidSecretIdentifier(f"'{target}': {exc.message}", target=target) from None
+
     @staticmethod
     def _check_idle(row: RowMapping) -> None:
         if row["provisioning_state"] not in TERMINAL:
@@ -1071,7 +1182,11 @@ def _check_secret_identifier(value: Any, target: str) -> str:
 
 
 def _merge_credentials(
-    current: list[dict[str, Any]], updates: list[AuthCredential], *, require_complete: bool
+    current: list[dict[str, Any]],
+    updates: list[AuthCredential],
+    *,
+    require_complete: bool,
+    check: Callable[[str, str], None],
 ) -> list[dict[str, Any]]:
     """Merge ``updates`` into ``current`` by credential name (merge-patch of the list items)."""
     merged = {item["name"]: dict(item) for item in current}
@@ -1099,11 +1214,30 @@ def _merge_credentials(
             value = getattr(cred, attr)
             if value is not None:
                 item[key] = _check_secret_identifier(value, f"{where}.{key}")
+                check(item[key], f"{where}.{key}")
             elif require_complete or key not in item:
                 _check_secret_identifier(None, f"{where}.{key}")
         item.pop("credentialHealth", None)  # new identifiers: health is measured again
         merged[name] = item
     return list(merged.values())
+
+
+def _identifiers(item: dict[str, Any]) -> str:
+    return f"{item.get('usernameSecretIdentifier')}\n{item.get('passwordSecretIdentifier')}"
+
+
+def _with_health(stored: str, health: dict[str, dict[str, str]]) -> str:
+    """``stored`` credentials with ``health`` recorded on the items whose identifiers still match.
+
+    A credential whose identifiers changed while its health was measured keeps no health: the
+    measurement was of the old identifiers.
+    """
+    items = json.loads(stored)
+    for item in items:
+        result = health.get(item["name"])
+        if result is not None and result.get("_identifiers") == _identifiers(item):
+            item["credentialHealth"] = {k: v for k, v in result.items() if k != "_identifiers"}
+    return json.dumps(items)
 
 
 def _in_use(name: str, users: list[str]) -> e.CredentialSetInUse:
@@ -1115,6 +1249,9 @@ def _in_use(name: str, users: list[str]) -> e.CredentialSetInUse:
 
 
 def _host_matches(host: str, pattern: str) -> bool:
+    """``host`` (``name[:port]``) against ``name``, ``name:port`` or ``*.domain`` (any port)."""
+    if ":" not in pattern and not host.startswith("["):
+        host = host.split(":", 1)[0]
     if pattern.startswith("*."):
         return host.endswith(pattern[1:]) and host != pattern[2:]
     return host == pattern

@@ -8,7 +8,32 @@ stored as text so that both databases read them the same way. Migrations live in
 
 from __future__ import annotations
 
+import datetime as dt
+from typing import Any
+
 import sqlalchemy as sa
+
+
+class UtcDateTime(sa.TypeDecorator[dt.datetime]):
+    """``DateTime(timezone=True)`` that is timezone-aware UTC on every database.
+
+    SQLite keeps no offset: values are converted to UTC before they are stored and come back
+    with UTC attached, so both databases return the same aware datetimes.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is not None and value.tzinfo is not None:
+            return value.astimezone(dt.UTC)
+        return value
+
+    def process_result_value(self, value: Any, dialect: Any) -> dt.datetime | None:
+        if isinstance(value, dt.datetime) and value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value  # type: ignore[no-any-return]
+
 
 metadata = sa.MetaData()
 
@@ -25,7 +50,7 @@ admin_tokens = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
     sa.Column("description", sa.String(200), nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
 )
 
 registries = sa.Table(
@@ -41,9 +66,9 @@ registries = sa.Table(
     sa.Column("sku", sa.String(50), nullable=False),
     sa.Column("tags", sa.Text, nullable=False, server_default="{}"),
     sa.Column("provisioning_state", sa.String(20), nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
     sa.Column("created_by", sa.String(200), nullable=False),
-    sa.Column("modified_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("modified_at", UtcDateTime(), nullable=False),
     sa.Column("modified_by", sa.String(200), nullable=False),
     sa.UniqueConstraint("subscription", "resource_group_key", "name_key", name="uq_registry"),
 )
@@ -65,9 +90,9 @@ credential_sets = sa.Table(
     sa.Column("principal_id", sa.String(36), nullable=False),
     sa.Column("auth_credentials", sa.Text, nullable=False),
     sa.Column("provisioning_state", sa.String(20), nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
     sa.Column("created_by", sa.String(200), nullable=False),
-    sa.Column("modified_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("modified_at", UtcDateTime(), nullable=False),
     sa.Column("modified_by", sa.String(200), nullable=False),
     sa.UniqueConstraint("registry_id", "name_key", name="uq_credential_set"),
 )
@@ -95,9 +120,9 @@ cache_rules = sa.Table(
         nullable=True,
     ),
     sa.Column("provisioning_state", sa.String(20), nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
     sa.Column("created_by", sa.String(200), nullable=False),
-    sa.Column("modified_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("modified_at", UtcDateTime(), nullable=False),
     sa.Column("modified_by", sa.String(200), nullable=False),
     sa.UniqueConstraint("registry_id", "name_key", name="uq_cache_rule"),
     sa.Index("ix_cache_rules_target", "registry_id", "target_path"),
@@ -114,11 +139,57 @@ operations = sa.Table(
     sa.Column("row_id", sa.Integer, nullable=True),
     sa.Column("action", sa.String(20), nullable=False),
     sa.Column("status", sa.String(20), nullable=False),
-    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("started_at", UtcDateTime(), nullable=False),
+    sa.Column("ended_at", UtcDateTime(), nullable=True),
     sa.Column("error_code", sa.String(100), nullable=True),
     sa.Column("error_message", sa.Text, nullable=True),
     sa.Column("lease_owner", sa.String(64), nullable=True),
-    sa.Column("lease_expires", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("lease_expires", UtcDateTime(), nullable=True),
     sa.Index("ix_operations_status", "status"),
+)
+
+# -- built-in secret vault (revision 0002) -------------------------------------------------------
+vaults = sa.Table(
+    "vaults",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(24), nullable=False),
+    sa.Column("name_key", sa.String(24), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("name_key", name="uq_vault"),
+)
+
+vault_secrets = sa.Table(
+    "vault_secrets",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "vault_id",
+        sa.Integer,
+        sa.ForeignKey("vaults.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("name", sa.String(127), nullable=False),
+    sa.Column("name_key", sa.String(127), nullable=False),
+    sa.Column("version", sa.String(32), nullable=False),
+    sa.Column("nonce", sa.LargeBinary, nullable=False),
+    sa.Column("ciphertext", sa.LargeBinary, nullable=False),
+    sa.Column("content_type", sa.String(255), nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("enabled", sa.Boolean, nullable=False),
+    sa.UniqueConstraint("vault_id", "name_key", "version", name="uq_vault_secret_version"),
+)
+
+vault_grants = sa.Table(
+    "vault_grants",
+    metadata,
+    sa.Column(
+        "vault_id",
+        sa.Integer,
+        sa.ForeignKey("vaults.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("principal_id", sa.String(100), primary_key=True),
+    sa.Column("permission", sa.String(20), primary_key=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )

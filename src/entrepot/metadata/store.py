@@ -7,7 +7,8 @@ Contract:
   database's write lock on SQLite).
 * :meth:`MetadataStore.write` yields a connection inside one transaction that either commits
   whole or not at all. On SQLite it takes the write lock at ``BEGIN`` (``BEGIN IMMEDIATE``) so
-  concurrent writers wait instead of failing half-way; within one process writers are queued.
+  concurrent writers wait instead of failing half-way; on PostgreSQL it takes a
+  transaction-scoped advisory lock to the same effect; within one process writers are queued.
 * :meth:`MetadataStore.read` yields a connection for reads; it sees committed data only.
 * Rows come back as :class:`sqlalchemy.RowMapping`; datetimes are timezone-aware UTC on both
   databases.
@@ -32,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from entrepot.metadata import schema as t
 
 _MIGRATION_LOCK_ID = 0x656E747265706F74  # "entrepot"
+_WRITE_LOCK_ID = _MIGRATION_LOCK_ID + 1  # one writer at a time on PostgreSQL
 
 
 def utcnow() -> dt.datetime:
@@ -103,7 +105,10 @@ class MetadataStore:
                 async with conn.begin():
                     yield conn
         else:
-            async with self.engine.begin() as conn:
+            # Like SQLite's write lock: writers queue (in-process, then across processes on a
+            # transaction-scoped advisory lock) so read-check-write transactions never interleave.
+            async with self._write_lock, self.engine.begin() as conn:
+                await conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({_WRITE_LOCK_ID})"))
                 yield conn
 
     # -- settings and tokens ----------------------------------------------------------------
@@ -257,6 +262,14 @@ class MetadataStore:
         c = t.credential_sets.c
         rows = await conn.execute(sa.select(c.id, c.name).where(c.id.in_(set(ids))))
         return {int(i): str(n) for i, n in rows}
+
+    async def credential_sets_after(
+        self, conn: AsyncConnection, after_id: int, limit: int
+    ) -> Sequence[RowMapping]:
+        """Credential sets of all registries with ``id > after_id``, in id order."""
+        c = t.credential_sets.c
+        query = sa.select(t.credential_sets).where(c.id > after_id).order_by(c.id).limit(limit)
+        return (await conn.execute(query)).mappings().all()
 
     # -- operations ---------------------------------------------------------------------------
     async def insert_operation(self, conn: AsyncConnection, values: dict[str, Any]) -> None:

@@ -11,6 +11,9 @@ Wire behaviour (what the genuine SDK depends on):
 * DELETE answers 202 with ``Location`` (``.../operationResults/{id}``: 202 while running, 204
   when done) or 204 when the resource does not exist.
 * Lists are ``{"value": [...], "nextLink": ...}`` with ``nextLink`` only when more follows.
+* ``POST .../credentialSets/{name}/validate`` (an entrepot extension, after ECR's
+  ValidatePullThroughCacheRule) measures the set's credential health now and answers 200 with
+  the credential set.
 * Every response carries ``x-ms-request-id``; every error is ``{"error": {code, message,
   target}}`` with the status from the error table.
 """
@@ -66,6 +69,7 @@ class Route:
     child: str | None = None
     op_segment: str | None = None  # operationStatuses | operationResults
     op_id: str | None = None
+    action: str | None = None  # a POST action on a child resource (``validate``)
 
     @property
     def ref(self) -> RegistryRef:
@@ -129,6 +133,8 @@ def parse_path(raw_path: str) -> Route:
     child = name(9, what)
     if len(rest) == 2:
         return Route(sub, rg, registry, kind, child)
+    if len(rest) == 3 and kind is Kind.CREDENTIAL_SET and rest[2].lower() == "validate":
+        return Route(sub, rg, registry, kind, child, action="validate")
     if len(rest) == 4 and rest[2].lower() in ("operationstatuses", "operationresults"):
         return Route(sub, rg, registry, kind, child, rest[2].lower(), name(11, "operationId"))
     raise not_found
@@ -243,6 +249,10 @@ class ArmApi:
                 else m.list_credential_sets(route.ref, token)
             )
             return self._page_response(request, version, page)
+        if route.action == "validate":
+            _allow(method, "POST")
+            validated = await m.validate_credential_set(route.ref, route.child)
+            return json_response(200, validated.to_arm())
         _allow(method, "GET", "PUT", "PATCH", "DELETE")
         rules = route.kind is Kind.CACHE_RULE
         if method == "GET":
@@ -399,5 +409,5 @@ def _http_exception(exc: web.HTTPException) -> e.EntrepotError:
 
 def setup_routes(app: web.Application, api: ArmApi) -> None:
     """Route everything under ``/subscriptions`` to the ARM dispatcher."""
-    app.router.add_route("*", "/subscriptions/{tail:.*}", api.dispatch)
+    app.router.add_route("*", r"/subscriptions/{tail:[\s\S]*}", api.dispatch)
     app.router.add_route("*", "/subscriptions", api.dispatch)

@@ -1,0 +1,205 @@
+"""The built-in vault's management routes: an entrepot extension under ``/entrepot/vaults``.
+
+Every route needs the admin bearer token (:meth:`ArmApi.authenticate`); errors are domain
+exceptions rendered by the ARM error middleware as ``{"error": {code, message, target}}``.
+
+======  ==========================================================  =========================
+GET     /entrepot/vaults                                            ``{"value": [vault...]}``
+PUT     /entrepot/vaults/{vault}                                    201 new / 200 existing
+GET     /entrepot/vaults/{vault}                                    vault
+DELETE  /entrepot/vaults/{vault}                                    204 (404 if missing)
+GET     /entrepot/vaults/{vault}/secrets                            newest version of each
+PUT     /entrepot/vaults/{vault}/secrets/{name}                     body ``{"value": "...",
+                                                                    "contentType": "..."}``;
+                                                                    201 + the new version
+GET     /entrepot/vaults/{vault}/secrets/{name}                     newest version
+GET     /entrepot/vaults/{vault}/secrets/{name}/versions            every version, newest first
+GET     /entrepot/vaults/{vault}/secrets/{name}/{version}           one version
+DELETE  /entrepot/vaults/{vault}/secrets/{name}                     204, all versions
+GET     /entrepot/vaults/{vault}/grants                             ``{"value": [grant...]}``
+PUT     /entrepot/vaults/{vault}/grants                             body ``{"principalId": "...",
+                                                                    "permission": "get"}``;
+                                                                    201 new / 200 existing
+DELETE  /entrepot/vaults/{vault}/grants/{principalId}/{permission}  204 (404 if missing)
+======  ==========================================================  =========================
+
+A secret value is only ever accepted in a request body. No response carries one: secrets are
+described by metadata (``id``, ``name``, ``version``, ``created``, ``enabled``...) only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from entrepot import errors as e
+from entrepot.secrets.vault import BuiltinVault, check_secret_name, check_vault_name
+from entrepot.web.arm import ArmApi, json_response
+
+__all__ = ["VAULT_KEY", "VaultRoutes", "setup_vault_routes"]
+
+PREFIX = "/entrepot/vaults"
+VAULT_KEY = web.AppKey("vault", BuiltinVault)
+
+
+class VaultRoutes:
+    """The handlers; each authenticates first, then validates, then acts."""
+
+    def __init__(self, api: ArmApi, vault: BuiltinVault) -> None:
+        self.api = api
+        self.vault = vault
+
+    # -- vaults -----------------------------------------------------------------------------
+    async def list_vaults(self, request: web.Request) -> web.Response:
+        await self.api.authenticate(request)
+        return _list([v.to_dict() for v in await self.vault.list_vaults()])
+
+    async def put_vault(self, request: web.Request) -> web.Response:
+        await self.api.authenticate(request)
+        check_vault_name(request.match_info["vault"])
+        await _optional_object(request, allowed=())
+        info, created = await self.vault.create_vault(request.match_info["vault"])
+        return json_response(201 if created else 200, info.to_dict())
+
+    async def get_vault(self, request: web.Request) -> web.Response:
+        await self.api.authenticate(request)
+        return json_response(
+            200, (await self.vault.get_vault(request.match_info["vault"])).to_dict()
+        )
+
+    async def delete_vault(self, request: web.Request) -> web.Response:
+        await self.api.authenticate(request)
+        await self.vault.delete_vault(request.match_info["vault"])
+        return web.Response(status=204)
+
+    # -- secrets ----------------------------------------------------------------------------
+    async def list_secrets(self, request: web.Request) -> web.Response:
+        await self.api.authenticate(request)
+        items = await self.vault.list_secrets(request.match_info["vault"])
+        return _list([s.to_dict() for s in items])
+
+    async def put_secret(self, request: web.Request) -> web.Response:
+        await self.api.authenticate(request)
+        check_vault_name(request.match_info["vault"])
+        check_secret_name(request.match_info["name"])
+        body = await _object(request, allowed=("value", "contentType"))
+        if "value" not in body:
+            raise e.MissingProperty("'value' is required.", target="value")
+        value = body["value"]
+        if not isinstance(value, str):
+            raise e.InvalidPropertyValue("'value' must be a string.", target="value")
+        content_type = body.get("contentType")
+        if content_type is not None and not isinstance(content_type, str):
+            raise e.InvalidPropertyValue("'contentType' must be a string.", target="contentType")
+        info = await self.vault.set_secret(
+            request.match_info["vault"], request.match_info["name"], value, content_type
+        )
+        return json_response(201, info.to_dict())
+
+    async def get_secret(self, request: web.Request) -> web.Response:
+        await self.api.authenticate(request)
+        info = await self.vault.show_secret(
+            request.match_info["vault"],
+            request.match_info["name"],
+            request.match_info.get("version"),
+        )
+        return json_response(200, info.to_dict())
+
+    async def list_versions(self, request: web.Request) -> web.Response:
+        await self.api.authenticate(request)
+        items = await self.vault.list_secret_versions(
+            request.match_info["vault"], request.match_info["name"]
+        )
+        return _list([s.to_dict() for s in items])
+
+    async def delete_secret(self, request: web.Request) -> web.Response:
+        await self.api.authenticate(request)
+        await self.vault.delete_secret(request.match_info["vault"], request.match_info["name"])
+        return web.Response(status=204)
+
+    # -- grants -----------------------------------------------------------------------------
+    async def list_grants(self, request: web.Request) -> web.Response:
+        await self.api.authenticate(request)
+        return _list(
+            [g.to_dict() for g in await self.vault.list_grants(request.match_info["vault"])]
+        )
+
+    async def put_grant(self, request: web.Request) -> web.Response:
+        await self.api.authenticate(request)
+        check_vault_name(request.match_info["vault"])
+        body = await _object(request, allowed=("principalId", "permission"))
+        principal = body.get("principalId")
+        if principal is None:
+            raise e.MissingProperty("'principalId' is required.", target="principalId")
+        if not isinstance(principal, str):
+            raise e.InvalidPropertyValue("'principalId' must be a string.", target="principalId")
+        permission = body.get("permission", "get")
+        if not isinstance(permission, str):
+            raise e.InvalidPropertyValue("'permission' must be a string.", target="permission")
+        info, created = await self.vault.grant(request.match_info["vault"], principal, permission)
+        return json_response(201 if created else 200, info.to_dict())
+
+    async def delete_grant(self, request: web.Request) -> web.Response:
+        await self.api.authenticate(request)
+        await self.vault.revoke(
+            request.match_info["vault"],
+            request.match_info["principal"],
+            request.match_info["permission"],
+        )
+        return web.Response(status=204)
+
+
+def _list(items: list[dict[str, Any]]) -> web.Response:
+    return json_response(200, {"value": items})
+
+
+async def _object(request: web.Request, allowed: tuple[str, ...]) -> dict[str, Any]:
+    """The JSON object body; errors never quote the body (it may hold a secret value)."""
+    raw = await request.read()
+    if not raw.strip():
+        raise e.InvalidRequestContent("The request body is empty; a JSON object is required.")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise e.InvalidRequestContent("The request body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise e.InvalidRequestContent("The request body must be a JSON object.")
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise e.InvalidPropertyValue(
+            f"Unknown propert{'y' if len(unknown) == 1 else 'ies'} "
+            f"{', '.join(repr(k[:100]) for k in unknown)}; allowed: "
+            f"{', '.join(allowed) or 'none'}.",
+            target=unknown[0][:100],
+        )
+    return body
+
+
+async def _optional_object(request: web.Request, allowed: tuple[str, ...]) -> dict[str, Any]:
+    """Like :func:`_object`, but an empty body is ``{}``."""
+    if not (await request.read()).strip():
+        return {}
+    return await _object(request, allowed)
+
+
+def setup_vault_routes(app: web.Application, api: ArmApi, vault: BuiltinVault) -> None:
+    """Add the ``/entrepot/vaults`` routes to ``app`` (whose middleware is ``api.middleware``)."""
+    routes = VaultRoutes(api, vault)
+    app[VAULT_KEY] = vault
+    r = app.router
+    r.add_get(PREFIX, routes.list_vaults, allow_head=False)
+    r.add_get(PREFIX + "/", routes.list_vaults, allow_head=False)
+    r.add_put(PREFIX + "/{vault}", routes.put_vault)
+    r.add_get(PREFIX + "/{vault}", routes.get_vault, allow_head=False)
+    r.add_delete(PREFIX + "/{vault}", routes.delete_vault)
+    r.add_get(PREFIX + "/{vault}/secrets", routes.list_secrets, allow_head=False)
+    r.add_put(PREFIX + "/{vault}/secrets/{name}", routes.put_secret)
+    r.add_get(PREFIX + "/{vault}/secrets/{name}", routes.get_secret, allow_head=False)
+    r.add_delete(PREFIX + "/{vault}/secrets/{name}", routes.delete_secret)
+    r.add_get(PREFIX + "/{vault}/secrets/{name}/versions", routes.list_versions, allow_head=False)
+    r.add_get(PREFIX + "/{vault}/secrets/{name}/{version}", routes.get_secret, allow_head=False)
+    r.add_get(PREFIX + "/{vault}/grants", routes.list_grants, allow_head=False)
+    r.add_put(PREFIX + "/{vault}/grants", routes.put_grant)
+    r.add_delete(PREFIX + "/{vault}/grants/{principal}/{permission}", routes.delete_grant)

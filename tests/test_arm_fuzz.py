@@ -41,8 +41,8 @@ SET_BODY: dict[str, Any] = {
         "authCredentials": [
             {
                 "name": "Credential1",
-                "usernameSecretIdentifier": "https://v.vault.azure.net/secrets/u",
-                "passwordSecretIdentifier": "https://v.vault.azure.net/secrets/p",
+                "usernameSecretIdentifier": "https://myvault.vault.azure.net/secrets/u",
+                "passwordSecretIdentifier": "https://myvault.vault.azure.net/secrets/p",
             }
         ],
     },
@@ -170,7 +170,9 @@ repo_like = st.one_of(
     ),
 )
 secret_like = st.one_of(
-    st.sampled_from(["https://v.vault.azure.net/secrets/u", "not a uri", "", "env:X", "x" * 3000]),
+    st.sampled_from(
+        ["https://myvault.vault.azure.net/secrets/u", "not a uri", "", "env:X", "x" * 3000]
+    ),
     st.text(max_size=40),
 )
 any_or = lambda strategy: strategy | json_values  # noqa: E731 - a tiny combinator

@@ -496,8 +496,8 @@ def test_credential_set_lro_on_the_wire(wire: Wire, server: ServerProcess) -> No
             "authCredentials": [
                 {
                     "name": "Credential1",
-                    "usernameSecretIdentifier": "https://v.vault.azure.net/secrets/u",
-                    "passwordSecretIdentifier": "https://v.vault.azure.net/secrets/p",
+                    "usernameSecretIdentifier": "https://myvault.vault.azure.net/secrets/u",
+                    "passwordSecretIdentifier": "https://myvault.vault.azure.net/secrets/p",
                 }
             ],
         },

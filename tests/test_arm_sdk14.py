@@ -116,8 +116,8 @@ SCRIPT = textwrap.dedent(
     def credential(user):
         return AuthCredential(
             name=CredentialName.CREDENTIAL1,
-            username_secret_identifier=f"https://v.vault.azure.net/secrets/{user}",
-            password_secret_identifier="https://v.vault.azure.net/secrets/p",
+            username_secret_identifier=f"https://myvault.vault.azure.net/secrets/{user}",
+            password_secret_identifier="https://myvault.vault.azure.net/secrets/p",
         )
 
 

@@ -8,7 +8,9 @@ killed process is finished by the next process once that lease has expired.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -285,7 +287,9 @@ def test_operations_interrupted_by_a_kill_finish_after_restart(
 def test_two_servers_share_one_postgresql_database(
     server_factory: Factory, postgres_database: str
 ) -> None:
-    shared = {"ENTREPOT_DATABASE_URL": postgres_database}
+    # Replicas share the database and so must share the vault's master key.
+    master_key = base64.b64encode(os.urandom(32)).decode()
+    shared = {"ENTREPOT_DATABASE_URL": postgres_database, "ENTREPOT_MASTER_KEY": master_key}
     a = server_factory(env={**shared, "ENTREPOT_ARM_OPERATION_MIN_SECONDS": "30"}, name="a")
     b = server_factory(env=shared, name="b")
     token = a.token

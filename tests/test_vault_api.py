@@ -16,15 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import ClientResponse, web
+from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 
 from entrepot.app import build_app
 from entrepot.config import Config, ServerConfig
 from entrepot.secrets import BuiltinVault
 from entrepot.secrets.keys import MASTER_KEY_ENV
-from entrepot.web.arm import MANAGEMENT_KEY, STORE_KEY, ArmApi
-from entrepot.web.vault import setup_vault_routes
+from entrepot.web.vault import VAULT_KEY
 
 VALUE = "api-s3cr3t-Välue ✓ do-not-echo"
 PRINCIPAL = "6a0b1c2d-3e4f-4a5b-8c6d-7e8f9a0b1c2d"
@@ -62,24 +61,17 @@ class Api:
 
 
 @pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[Api]:
+async def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Api]:
+    """The real application of ``build_app`` (vault routes, ARM auth), served on 127.0.0.1."""
+    monkeypatch.setenv(MASTER_KEY_ENV, KEY)
     config = Config(server=ServerConfig(data_dir=str(tmp_path / "data")))
     app = build_app(config)
-    # What build_app will do once wired: the vault shares the store and the ARM middleware/auth.
-    arm = ArmApi(app[MANAGEMENT_KEY], config, app[STORE_KEY])
-    vault = BuiltinVault(app[STORE_KEY])
-    setup_vault_routes(app, arm, vault)
-
-    async def unlock(_app: web.Application) -> None:
-        await vault.unlock(config.data_dir, {MASTER_KEY_ENV: KEY})
-
-    app.on_startup.append(unlock)  # after build_app's own start-up opened the store
     server = TestServer(app, host="127.0.0.1")
     client: TestClient[Any, Any] = TestClient(server)
     await client.start_server()
     try:
         token = config.token_file.read_text().strip()
-        yield Api(client, token, vault)
+        yield Api(client, token, app[VAULT_KEY])
     finally:
         await client.close()
 

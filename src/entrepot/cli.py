@@ -415,6 +415,8 @@ def serve(
         run_server(cfg)
     except ConfigError as exc:
         fail(str(exc), 2)
+    except OSError as exc:  # e.g. the port is taken: one line, not a traceback
+        fail(f"cannot serve on {listen or 'the configured address'}: {exc.strerror or exc}", 1)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
 
@@ -634,6 +636,29 @@ def credential_set_show(
     with session(subscription, resource_group, output, config) as (target, client):
         result = client.credential_sets.get(resource_group, registry, name)
         _show(target, result, CREDENTIAL_SET_COLUMNS)
+
+
+@credential_set_app.command("validate")
+def credential_set_validate(
+    name: NameOpt,
+    registry: RegistryOpt,
+    resource_group: ResourceGroupOpt = DEFAULT_RESOURCE_GROUP,
+    output: OutputOpt = OutputFormat.json,
+    subscription: SubscriptionOpt = DEFAULT_SUBSCRIPTION,
+    config: ConfigOpt = None,
+) -> None:
+    """Measure a credential set's health now: read its secrets and log in to its upstream.
+
+    Exits 0 when every credential is healthy, 3 when one is not (the output says why).
+    """
+    with session(subscription, resource_group, output, config) as (target, client):
+        result = client.credential_sets.validate(resource_group, registry, name)
+        _show(target, result, CREDENTIAL_SET_COLUMNS)
+    statuses = [
+        str(getattr(c.credential_health, "status", "")) for c in result.auth_credentials or []
+    ]
+    if any(status != "Healthy" for status in statuses):
+        raise typer.Exit(3)
 
 
 @credential_set_app.command("list")

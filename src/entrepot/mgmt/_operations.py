@@ -525,6 +525,37 @@ class CredentialSetsOperations(_OperationGroup):
         )
         return self._list(factory, CredentialSet, kwargs)
 
+    @distributed_trace
+    def validate(
+        self,
+        resource_group_name: str,
+        registry_name: str,
+        credential_set_name: str,
+        **kwargs: Any,
+    ) -> CredentialSet:
+        """Measure the health of a credential set's credentials now (an entrepot extension).
+
+        The server resolves the secrets as the set's identity and logs in to its login server;
+        the returned set carries the fresh ``credential_health`` of each credential, which is
+        also what later reads show.
+
+        :param resource_group_name: the resource group.
+        :param registry_name: the registry.
+        :param credential_set_name: the credential set.
+        :return: the credential set with its health just measured.
+        :raises ~azure.core.exceptions.ResourceNotFoundError: when it does not exist.
+        :raises ~azure.core.exceptions.HttpResponseError: on any other non-200 response.
+        """
+        factory = functools.partial(
+            rb.build_credential_sets_validate_request,
+            subscription_id=self._config.subscription_id,
+            resource_group_name=resource_group_name,
+            registry_name=registry_name,
+            credential_set_name=credential_set_name,
+            api_version=self._config.api_version,
+        )
+        return self._get(factory, CredentialSet, kwargs)
+
 
 class RegistriesOperations(_OperationGroup):
     """``client.registries``: the registries that own cache rules and credential sets.

@@ -279,6 +279,33 @@ def build_credential_sets_get_request(
     )
 
 
+def build_credential_sets_validate_request(
+    *,
+    subscription_id: str,
+    resource_group_name: str,
+    registry_name: str,
+    credential_set_name: str,
+    api_version: str = DEFAULT_API_VERSION,
+    headers: Mapping[str, str] | None = None,
+    params: Mapping[str, Any] | None = None,
+) -> HttpRequest:
+    """``POST P/registries/{registry}/credentialSets/{credential_set_name}/validate``."""
+    request = build_child_request(
+        "POST",
+        CREDENTIAL_SETS,
+        subscription_id=subscription_id,
+        resource_group_name=resource_group_name,
+        registry_name=registry_name,
+        name=credential_set_name,
+        api_version=api_version,
+        headers=headers,
+        params=params,
+    )
+    head, sep, query = request.url.partition("?")
+    request.url = f"{head}/validate{sep}{query}"
+    return request
+
+
 def build_credential_sets_create_request(
     *,
     subscription_id: str,

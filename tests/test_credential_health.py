@@ -530,6 +530,22 @@ def update_credential_set_with_new_credentials(client: Any, models: ModuleType) 
     return updated_cred_set
 
 
+PRINTED = {
+    "entrepot.mgmt": {
+        "Succeeded": "Succeeded",
+        "Credential1": "Credential1",
+        "Healthy": "Healthy",
+        "Unhealthy": "Unhealthy",
+    },
+    "azure-sdk": {
+        "Succeeded": "ProvisioningState.SUCCEEDED",
+        "Credential1": "CredentialName.CREDENTIAL1",
+        "Healthy": "CredentialHealthStatus.HEALTHY",
+        "Unhealthy": "CredentialHealthStatus.UNHEALTHY",
+    },
+}
+
+
 @pytest.mark.parametrize("flavour", ["entrepot.mgmt", "azure-sdk"])
 def test_seed_monitor_and_update_examples(
     flavour: str,
@@ -585,15 +601,18 @@ def test_seed_monitor_and_update_examples(
         message = client.credential_sets.get(RG, REGISTRY, "private-registry-creds")
         error = message.auth_credentials[0].credential_health.error_message
         assert error and reg.login_server in error
+        # How each client's values print: entrepot.mgmt's enums format as their values; the
+        # genuine SDK's (str, Enum) members format as Class.MEMBER on this Python.
+        shown = PRINTED[flavour]
         assert out == (
             "Credential Set Health Report:\n"
             + "-" * 50
             + "\n"
             + "Credential Set: private-registry-creds\n"
             + f" Login Server: {reg.login_server}\n"
-            + " Provisioning State: Succeeded\n"
-            + " Credential Credential1:\n"
-            + " Health: Unhealthy\n"
+            + f" Provisioning State: {shown['Succeeded']}\n"
+            + f" Credential {shown['Credential1']}:\n"
+            + f" Health: {shown['Unhealthy']}\n"
             + f" Error: {error}\n"
             + "\n"
         )
@@ -615,8 +634,8 @@ def test_seed_monitor_and_update_examples(
 
         monitor_credential_health(client, models.CredentialHealthStatus)
         out = capsys.readouterr().out
-        assert " Health: Healthy\n" in out
-        assert " Error:" not in out and "Unhealthy" not in out
+        assert f" Health: {shown['Healthy']}\n" in out
+        assert " Error:" not in out and shown["Unhealthy"] not in out
 
 
 # -- 7. the CLI --------------------------------------------------------------------------------

@@ -35,6 +35,17 @@ class UtcDateTime(sa.TypeDecorator[dt.datetime]):
         return value  # type: ignore[no-any-return]
 
 
+def _audit_columns() -> list[sa.Column[Any]]:
+    """The state and audit columns every ARM resource table has (read back as systemData)."""
+    return [
+        sa.Column("provisioning_state", sa.String(20), nullable=False),
+        sa.Column("created_at", UtcDateTime(), nullable=False),
+        sa.Column("created_by", sa.String(200), nullable=False),
+        sa.Column("modified_at", UtcDateTime(), nullable=False),
+        sa.Column("modified_by", sa.String(200), nullable=False),
+    ]
+
+
 metadata = sa.MetaData()
 
 settings = sa.Table(
@@ -65,11 +76,7 @@ registries = sa.Table(
     sa.Column("location", sa.String(100), nullable=False),
     sa.Column("sku", sa.String(50), nullable=False),
     sa.Column("tags", sa.Text, nullable=False, server_default="{}"),
-    sa.Column("provisioning_state", sa.String(20), nullable=False),
-    sa.Column("created_at", UtcDateTime(), nullable=False),
-    sa.Column("created_by", sa.String(200), nullable=False),
-    sa.Column("modified_at", UtcDateTime(), nullable=False),
-    sa.Column("modified_by", sa.String(200), nullable=False),
+    *_audit_columns(),
     sa.UniqueConstraint("subscription", "resource_group_key", "name_key", name="uq_registry"),
 )
 
@@ -89,11 +96,7 @@ credential_sets = sa.Table(
     sa.Column("identity_type", sa.String(40), nullable=False),
     sa.Column("principal_id", sa.String(36), nullable=False),
     sa.Column("auth_credentials", sa.Text, nullable=False),
-    sa.Column("provisioning_state", sa.String(20), nullable=False),
-    sa.Column("created_at", UtcDateTime(), nullable=False),
-    sa.Column("created_by", sa.String(200), nullable=False),
-    sa.Column("modified_at", UtcDateTime(), nullable=False),
-    sa.Column("modified_by", sa.String(200), nullable=False),
+    *_audit_columns(),
     sa.UniqueConstraint("registry_id", "name_key", name="uq_credential_set"),
 )
 
@@ -119,11 +122,7 @@ cache_rules = sa.Table(
         sa.ForeignKey("credential_sets.id", ondelete="RESTRICT"),
         nullable=True,
     ),
-    sa.Column("provisioning_state", sa.String(20), nullable=False),
-    sa.Column("created_at", UtcDateTime(), nullable=False),
-    sa.Column("created_by", sa.String(200), nullable=False),
-    sa.Column("modified_at", UtcDateTime(), nullable=False),
-    sa.Column("modified_by", sa.String(200), nullable=False),
+    *_audit_columns(),
     sa.UniqueConstraint("registry_id", "name_key", name="uq_cache_rule"),
     sa.Index("ix_cache_rules_target", "registry_id", "target_path"),
     sa.Index("ix_cache_rules_credential_set", "credential_set_id"),
@@ -155,7 +154,7 @@ vaults = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("name", sa.String(24), nullable=False),
     sa.Column("name_key", sa.String(24), nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
     sa.UniqueConstraint("name_key", name="uq_vault"),
 )
 
@@ -175,7 +174,7 @@ vault_secrets = sa.Table(
     sa.Column("nonce", sa.LargeBinary, nullable=False),
     sa.Column("ciphertext", sa.LargeBinary, nullable=False),
     sa.Column("content_type", sa.String(255), nullable=True),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
     sa.Column("enabled", sa.Boolean, nullable=False),
     sa.UniqueConstraint("vault_id", "name_key", "version", name="uq_vault_secret_version"),
 )
@@ -191,5 +190,5 @@ vault_grants = sa.Table(
     ),
     sa.Column("principal_id", sa.String(100), primary_key=True),
     sa.Column("permission", sa.String(20), primary_key=True),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
 )

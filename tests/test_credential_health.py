@@ -41,6 +41,7 @@ RG = RESOURCE_GROUP
 ServerFactory = Callable[..., ServerProcess]
 RegistryFactory = Callable[..., Registry]
 
+API_VERSION = "2025-11-01"  # what entrepot.mgmt and the genuine SDK 15 send
 HEALTHY = "Healthy"
 UNHEALTHY = "Unhealthy"
 
@@ -76,6 +77,8 @@ class Seen:
     def hook(self, pipeline_response: Any) -> None:
         """An azure-core ``raw_response_hook``: the status line, headers and body."""
         http = pipeline_response.http_response
+        if hasattr(http, "read"):  # a streamed response: load (and keep) the body
+            http.read()
         self.add(
             f"{http.request.method} {http.request.url} -> {http.status_code}",
             f"{dict(http.headers)}\n{http.text()}",
@@ -127,7 +130,7 @@ class Api:
         """``POST .../credentialSets/{name}/validate`` (what the genuine SDK has no method for)."""
         return self.call(
             "POST",
-            f"{self.server.registry_path}/credentialSets/{name}/validate?api-version=2025-04-01",
+            f"{self.server.registry_path}/credentialSets/{name}/validate?api-version={API_VERSION}",
             200,
         )
 
@@ -251,7 +254,9 @@ def test_basic_registry_access_denied_until_granted_then_healthy(
         assert_healthy(get(client, "basic-creds"))
         # The wire format too: {"status": "Healthy"} and nothing else.
         body = api.call(
-            "GET", f"{server.registry_path}/credentialSets/basic-creds?api-version=2025-04-01", 200
+            "GET",
+            f"{server.registry_path}/credentialSets/basic-creds?api-version={API_VERSION}",
+            200,
         )
         assert health_of_json(body) == {"status": HEALTHY}
         # The principal is stable across the measurement.
@@ -708,13 +713,14 @@ def test_cli_vault_secret_grant_and_validate_exit_codes(
     assert healthy["name"] == "cli-creds"
 
     # A wrong password, set from stdin as a new version: exit 3 and the reason.
-    result = cli(
-        server, "secret", "set", "clivault", "pass", "--value-file", "-", stdin=distinct("wrong")
-    )
-    cli_json(result)
-    broken = cli_json(cli(server, *validate_args), 3)
+    wrong = distinct("wrong")
+    cli_json(cli(server, "secret", "set", "clivault", "pass", "--value-file", "-", stdin=wrong))
+    result = cli(server, *validate_args)
+    broken = cli_json(result, 3)
     assert cli_health(broken)["errorCode"] == "UpstreamAuthenticationFailed"
     assert reg.login_server in cli_health(broken)["errorMessage"]
+    for value in (wrong, reg.username, reg.password):
+        assert value not in result.stdout + result.stderr
     # Revoking the grant: access denied again.
     cli_json(
         cli(server, "secret", "set", "clivault", "pass", "--value-file", "-", stdin=reg.password), 0
@@ -726,3 +732,187 @@ def test_cli_vault_secret_grant_and_validate_exit_codes(
     # A missing set: an error, not "unhealthy".
     missing = cli(server, "credential-set", "validate", "-n", "nope", "-r", REGISTRY, "-g", RG)
     assert missing.returncode not in (0, 3) and "nope" in missing.stderr
+
+
+# -- 8. secret hygiene -------------------------------------------------------------------------
+
+
+def b64(text: str) -> bytes:
+    return base64.b64encode(text.encode()).rstrip(b"=")
+
+
+def files_containing(root: Path, needles: dict[str, bytes]) -> tuple[list[str], int]:
+    """``(["FILE: needle label"...], bytes read)`` for every file under ``root``."""
+    found, total = [], 0
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            data = path.read_bytes()
+            total += len(data)
+            found += [f"{path}: {what}" for what, needle in needles.items() if needle in data]
+    return found, total
+
+
+def test_no_secret_value_anywhere_after_set_resolve_rotate_and_fail(
+    server_factory: ServerFactory, registry_factory: RegistryFactory
+) -> None:
+    from azure.mgmt.containerregistry import models as sdk_models
+
+    user1, pass1 = distinct("u"), distinct("p")
+    user2, pass2 = distinct("u"), distinct("p")
+    basic_reg = registry_factory("basic", username=user1, password=pass1)
+    token_reg = registry_factory("token", username=user2, password=pass2)
+    assert token_reg.token_server is not None
+    server = server_factory(
+        upstreams(basic_reg.login_server, token_reg.login_server),
+        env={"ENTREPOT_SERVER_LOG_LEVEL": "debug"},  # the most the server would ever log
+    )
+    seen = Seen()
+    api = Api(server, seen)
+    wrong, pass1b, pass2b = distinct("wrong"), distinct("p"), distinct("p")
+    values = {
+        "user1": user1,
+        "pass1": pass1,
+        "user2": user2,
+        "pass2": pass2,
+        "wrong": wrong,
+        "pass1b": pass1b,
+        "pass2b": pass2b,
+    }
+
+    # Set: through the API (basic) and the CLI from stdin (token).
+    api.vault("hygiene")
+    api.secret("hygiene", "basic-user", user1)
+    api.secret("hygiene", "basic-pass", pass1)
+    for name, value in (("token-user", user2), ("token-pass", pass2)):
+        result = cli(
+            server, "secret", "set", "hygiene", name, "--value-file", "-", stdin=value, seen=seen
+        )
+        assert result.returncode == 0, result.stderr
+    # Refused writes must not echo the value either.
+    path = "/entrepot/vaults/hygiene/secrets/refused"
+    api.call("PUT", path, 400, data=f'{{"value": "{pass1}"'.encode())
+    api.call("PUT", path, 400, json={"value": [pass1]})
+    api.call("PUT", path, 400, json={"value": pass1, "note": pass1})
+    api.call("PUT", path, 400, json={"valu": pass1})
+    api.call("GET", "/entrepot/vaults/hygiene/secrets", 200)
+    api.call("GET", "/entrepot/vaults/hygiene/secrets/basic-pass/versions", 200)
+
+    validate_token = ("credential-set", "validate", "-n", "token-creds", "-r", REGISTRY, "-g", RG)
+    with (
+        server.client(raw_response_hook=seen.hook) as client,
+        server.sdk_client(raw_response_hook=seen.hook) as sdk,
+    ):
+        # Fail (access denied) at create, through both clients.
+        b = create(
+            client,
+            "basic-creds",
+            basic_reg.login_server,
+            kv("hygiene", "basic-user"),
+            kv("hygiene", "basic-pass"),
+        )
+        assert_unhealthy(b, "SecretAccessDenied")
+        t = sdk.credential_sets.begin_create(
+            RG,
+            REGISTRY,
+            "token-creds",
+            credential_set(
+                token_reg.login_server,
+                kv("hygiene", "token-user"),
+                kv("hygiene", "token-pass"),
+                sdk_models,
+            ),
+        ).result()
+        assert t.auth_credentials[0].credential_health.error_code == "SecretAccessDenied"
+        api.grant("hygiene", b.identity.principal_id)
+        api.grant("hygiene", t.identity.principal_id)
+
+        # Resolve and log in: the values really are used, and work.
+        assert_healthy(validate(client, "basic-creds"))
+        assert cli_health(cli_json(cli(server, *validate_token, seen=seen)))["status"] == HEALTHY
+        assert any(h.username == user2 and h.status == 200 for h in token_reg.token_server.hits)
+
+        # Fail: a wrong password (basic), a password changed upstream (token).
+        api.secret("hygiene", "basic-pass", wrong)
+        assert_unhealthy(validate(client, "basic-creds"), "UpstreamAuthenticationFailed")
+        token_reg.set_password(pass2b)
+        broken = cli_json(cli(server, *validate_token, seen=seen), 3)
+        assert cli_health(broken)["errorCode"] == "UpstreamAuthenticationFailed"
+
+        # Rotate: new passwords upstream and new secret versions; healthy again.
+        basic_reg.set_password(pass1b)
+        api.secret("hygiene", "basic-pass", pass1b)
+        assert_healthy(validate(client, "basic-creds"))
+        result = cli(
+            server,
+            "secret", "set", "hygiene", "token-pass", "--value-file", "-",
+            stdin=pass2b + "\n", seen=seen,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        same = sdk_models.CredentialSetUpdateParameters(
+            auth_credentials=[
+                sdk_models.AuthCredential(
+                    name="Credential1",
+                    username_secret_identifier=kv("hygiene", "token-user"),
+                    password_secret_identifier=kv("hygiene", "token-pass"),
+                )
+            ]
+        )
+        rotated = sdk.credential_sets.begin_update(RG, REGISTRY, "token-creds", same).result()
+        assert rotated.auth_credentials[0].credential_health.status == HEALTHY
+        assert any(h.username == user2 and h.status == 200 for h in token_reg.token_server.hits)
+
+        # Fail: a secret that is not there, an identifier nobody resolves.
+        missing = client.credential_sets.begin_update(
+            RG,
+            REGISTRY,
+            "basic-creds",
+            new_identifiers(kv("hygiene", "basic-user"), kv("hygiene", "gone")),
+        ).result()
+        assert_unhealthy(missing, "SecretNotFound")
+        with pytest.raises(HttpResponseError) as refused:
+            client.credential_sets.begin_update(
+                RG, REGISTRY, "basic-creds", new_identifiers("env:NOPE", kv("hygiene", "gone"))
+            )
+        seen.add("refused update", str(refused.value))
+        list(client.credential_sets.list(RG, REGISTRY))
+        list(sdk.credential_sets.list(RG, REGISTRY))
+
+    # Every value travelled as itself, as base64 alone, and inside a Basic header.
+    needles: dict[str, bytes] = {}
+    for label, value in values.items():
+        needles[label] = value.encode()
+        needles[f"base64({label})"] = b64(value)
+    pairs = {"user1": ("pass1", "wrong", "pass1b"), "user2": ("pass2", "pass2b")}
+    for user, passwords in pairs.items():
+        for password in passwords:
+            needles[f"Basic {user}:{password}"] = b64(f"{values[user]}:{values[password]}")
+    assert len(needles) == 2 * len(values) + 5
+
+    # Non-vacuous: the collection holds what it should.
+    labels = " ".join(label for label, _ in seen.items)
+    assert "/validate" in labels and "credentialSets/token-creds" in labels  # both hooks ran
+    assert "/operationStatuses/" in labels  # the LRO polls too
+    assert "cli secret set" in labels and "cli credential-set validate" in labels
+    assert any("SecretNotFound" in text for _, text in seen.items)
+    assert any("UpstreamAuthenticationFailed" in text for _, text in seen.items)
+    assert "InvalidSecretIdentifier" in str(refused.value)
+
+    assert seen.leaks(needles) == []
+    log = server.log()
+    assert "DEBUG entrepot.upstream" in log  # the debug log of the logins was captured
+    assert [label for label, needle in needles.items() if needle in log.encode()] == []
+
+    # Files: the server's whole directory (data dir with the database, its WAL and shm, the
+    # master key and the token, plus the config and the log), while running and after stop.
+    root = server.data_dir.parent
+    control = {"principal": b.identity.principal_id.encode(), "token": server.token.encode()}
+    found, total = files_containing(root, needles)
+    assert found == []
+    assert total > 0
+    known, _ = files_containing(root, control)
+    assert any("admin-token" in f for f in known)  # the search does find what is there
+    assert any("principal" in f and "admin-token" not in f for f in known)  # stored as text
+    server.stop()
+    found, total = files_containing(root, needles)
+    assert found == []
+    assert any(p.suffix == ".db" or "db" in p.name for p in server.data_dir.rglob("*"))

@@ -301,7 +301,7 @@ async def test_vault_client_over_the_management_pipeline(api: Api) -> None:
     from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
     from entrepot.mgmt import ContainerRegistryManagementClient, StaticTokenCredential
-    from entrepot.secrets.client import VaultClient
+    from entrepot.mgmt.vault import VaultClient
 
     base_url = str(api.client.make_url("")).rstrip("/")
     mgmt = ContainerRegistryManagementClient(

@@ -32,7 +32,7 @@ from entrepot.cli import (
 )
 
 if TYPE_CHECKING:
-    from entrepot.secrets.client import VaultClient
+    from entrepot.mgmt.vault import VaultClient
 
 vault_app = typer.Typer(
     help="Manage the built-in secret vault (vaults and access grants).",
@@ -86,7 +86,7 @@ GRANT_COLUMNS: Columns = (["Principal", "Permission", "Created"], _grant_row)
 @contextmanager
 def vault_session(config: Path | None) -> Iterator[VaultClient]:
     """A vault client for the server, with server errors reported as ``error: ...``."""
-    from entrepot.secrets.client import VaultClient
+    from entrepot.mgmt.vault import VaultClient
 
     target = Target(DEFAULT_SUBSCRIPTION, DEFAULT_RESOURCE_GROUP, OutputFormat.json, config)
     client, url = make_client(target)

@@ -15,8 +15,6 @@ from __future__ import annotations
 from typing import Any, Protocol
 from urllib.parse import quote
 
-from entrepot.secrets.base import Secret
-
 __all__ = ["VaultClient"]
 
 
@@ -76,10 +74,10 @@ class VaultClient:
 
     # -- secrets ----------------------------------------------------------------------------
     def set_secret(
-        self, vault: str, name: str, value: str | Secret, content_type: str | None = None
+        self, vault: str, name: str, value: str, content_type: str | None = None
     ) -> dict[str, Any]:
         """Store a new version; returns its metadata (never the value)."""
-        body: dict[str, Any] = {"value": value.reveal() if isinstance(value, Secret) else value}
+        body: dict[str, Any] = {"value": value}
         if content_type is not None:
             body["contentType"] = content_type
         return dict(self._call("PUT", f"/entrepot/vaults/{_seg(vault)}/secrets/{_seg(name)}", body))

@@ -29,7 +29,7 @@ import re
 import socket
 import uuid
 from base64 import urlsafe_b64decode, urlsafe_b64encode
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
@@ -691,7 +691,7 @@ class Management:
                 if not await self.store.claim_operation(conn, op_id, self.owner, utcnow() + lease):
                     return
         try:
-            status, error = await self._execute(op)
+            status, error = await self._holding_lease(op_id, self._execute(op))
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -715,6 +715,23 @@ class Management:
         log.info("operation %s %s %s: %s", op_id, op["action"], op["resource_id"], status)
         for hook in self._hooks:
             hook(op_id, status)
+
+    async def _holding_lease(self, op_id: str, work: Awaitable[T]) -> T:
+        """Await ``work`` while renewing this process's lease on ``op_id`` (work such as a
+        health measurement may outlast one lease). Losing the lease does not stop the work: every
+        step is idempotent, and only the lease holder records the outcome."""
+        task = asyncio.ensure_future(work)
+        lease = dt.timedelta(seconds=self.lease_seconds)
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=self.lease_seconds / 3)
+                if done:
+                    return task.result()
+                async with self.store.write() as conn:
+                    await self.store.claim_operation(conn, op_id, self.owner, utcnow() + lease)
+        finally:
+            if not task.done():
+                task.cancel()
 
     async def _execute(self, op: RowMapping) -> tuple[str, e.EntrepotError | None]:
         """Carry out the asynchronous part of an operation; idempotent, so it may run again."""

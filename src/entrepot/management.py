@@ -29,7 +29,7 @@ import re
 import socket
 import uuid
 from base64 import urlsafe_b64decode, urlsafe_b64encode
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
@@ -225,6 +225,7 @@ class Management:
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._hooks: list[Callable[[str, str], None]] = []
+        self._fresh: dict[str, dict[str, Any]] = {}  # operations accepted here, lease held
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -676,12 +677,20 @@ class Management:
         self._hooks.append(hook)
 
     async def _run(self, op_id: str) -> None:
+        """Run an operation to its end, if this process holds (or can take) its lease.
+
+        An operation accepted by this process arrives with its lease already held (taken in the
+        accepting transaction), so a fast operation costs one more write transaction: the
+        claim check, the change and the operation's end are committed together.
+        """
         lease = dt.timedelta(seconds=self.lease_seconds)
-        async with self.store.write() as conn:
-            if not await self.store.claim_operation(conn, op_id, self.owner, utcnow() + lease):
-                return
-            op = await self.store.get_operation(conn, op_id)
-        assert op is not None
+        op: Any = self._fresh.pop(op_id, None)
+        if op is None:
+            async with self.store.write() as conn:
+                if not await self.store.claim_operation(conn, op_id, self.owner, utcnow() + lease):
+                    return
+                op = await self.store.get_operation(conn, op_id)
+            assert op is not None
         started = as_utc(op["started_at"])
         assert started is not None
         ready_at = started + dt.timedelta(seconds=self.arm.operation_min_seconds)
@@ -690,31 +699,50 @@ class Management:
             async with self.store.write() as conn:
                 if not await self.store.claim_operation(conn, op_id, self.owner, utcnow() + lease):
                     return
+        kind = Kind(op["resource_kind"])
         try:
-            status, error = await self._holding_lease(op_id, self._execute(op))
+            health = None
+            if kind is Kind.CREDENTIAL_SET and op["action"] != "delete" and self.probe:
+                # Measured outside any transaction: it reads secrets and talks to the upstream.
+                health = await self._holding_lease(op_id, self._measure_row(int(op["row_id"])))
+            async with self.store.write() as conn:
+                if not await self.store.claim_operation(conn, op_id, self.owner, utcnow() + lease):
+                    return
+                status, error = await self._apply(conn, op, health)
+                await self._finish(conn, op, status, error)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("operation %s failed unexpectedly", op_id)
             status, error = "Failed", e.InternalError("The operation failed unexpectedly.")
-        async with self.store.write() as conn:
-            if not await self.store.claim_operation(conn, op_id, self.owner, utcnow() + lease):
-                return
-            if status != "Succeeded" and op["action"] != "delete":
-                table = _TABLES[Kind(op["resource_kind"])]
-                await self.store.update(
-                    conn, table, int(op["row_id"]), {"provisioning_state": "Failed"}
-                )
-            await self.store.finish_operation(
-                conn,
-                op_id,
-                status,
-                error.code if error else None,
-                error.message if error else None,
-            )
+            async with self.store.write() as conn:
+                if not await self.store.claim_operation(conn, op_id, self.owner, utcnow() + lease):
+                    return
+                await self._finish(conn, op, status, error)
         log.info("operation %s %s %s: %s", op_id, op["action"], op["resource_id"], status)
         for hook in self._hooks:
             hook(op_id, status)
+
+    async def _finish(
+        self,
+        conn: AsyncConnection,
+        op: Mapping[str, Any],
+        status: str,
+        error: e.EntrepotError | None,
+    ) -> None:
+        """Record the end of ``op``; a failed create or update leaves its resource Failed."""
+        if status != "Succeeded" and op["action"] != "delete":
+            table = _TABLES[Kind(op["resource_kind"])]
+            await self.store.update(
+                conn, table, int(op["row_id"]), {"provisioning_state": "Failed"}
+            )
+        await self.store.finish_operation(
+            conn,
+            str(op["id"]),
+            status,
+            error.code if error else None,
+            error.message if error else None,
+        )
 
     async def _holding_lease(self, op_id: str, work: Awaitable[T]) -> T:
         """Await ``work`` while renewing this process's lease on ``op_id`` (work such as a
@@ -733,39 +761,41 @@ class Management:
             if not task.done():
                 task.cancel()
 
-    async def _execute(self, op: RowMapping) -> tuple[str, e.EntrepotError | None]:
-        """Carry out the asynchronous part of an operation; idempotent, so it may run again."""
+    async def _apply(
+        self,
+        conn: AsyncConnection,
+        op: Mapping[str, Any],
+        health: dict[str, dict[str, str]] | None,
+    ) -> tuple[str, e.EntrepotError | None]:
+        """The database part of an operation, inside the caller's transaction; idempotent."""
         kind = Kind(op["resource_kind"])
         table = _TABLES[kind]
         row_id = int(op["row_id"])
-        health: dict[str, dict[str, str]] | None = None
-        if kind is Kind.CREDENTIAL_SET and op["action"] != "delete":
-            # Measured outside any transaction: it talks to the secret store and the upstream.
-            async with self.store.read() as conn:
-                row = await self.store.get_by_id(conn, table, row_id)
-            if row is not None:
-                health = await self._measure(row)
-        async with self.store.write() as conn:
-            row = await self.store.get_by_id(conn, table, row_id)
-            if op["action"] == "delete":
-                if row is None:
-                    return "Succeeded", None
-                if kind is Kind.CREDENTIAL_SET:
-                    users = await self.store.rules_using_credential_set(conn, row_id)
-                    if users:
-                        await self.store.update(
-                            conn, table, row_id, {"provisioning_state": "Succeeded"}
-                        )
-                        return "Failed", _in_use(row["name"], users)
-                await self.store.delete(conn, table, row_id)
-                return "Succeeded", None
+        row = await self.store.get_by_id(conn, table, row_id)
+        if op["action"] == "delete":
             if row is None:
-                return "Canceled", e.ResourceNotFound("The resource was deleted meanwhile.")
-            values: dict[str, Any] = {"provisioning_state": "Succeeded"}
-            if health is not None:
-                values["auth_credentials"] = _with_health(row["auth_credentials"], health)
-            await self.store.update(conn, table, row_id, values)
+                return "Succeeded", None
+            if kind is Kind.CREDENTIAL_SET:
+                users = await self.store.rules_using_credential_set(conn, row_id)
+                if users:
+                    await self.store.update(
+                        conn, table, row_id, {"provisioning_state": "Succeeded"}
+                    )
+                    return "Failed", _in_use(row["name"], users)
+            await self.store.delete(conn, table, row_id)
+            return "Succeeded", None
+        if row is None:
+            return "Canceled", e.ResourceNotFound("The resource was deleted meanwhile.")
+        values: dict[str, Any] = {"provisioning_state": "Succeeded"}
+        if health is not None:
+            values["auth_credentials"] = _with_health(row["auth_credentials"], health)
+        await self.store.update(conn, table, row_id, values)
         return "Succeeded", None
+
+    async def _measure_row(self, row_id: int) -> dict[str, dict[str, str]] | None:
+        async with self.store.read() as conn:
+            row = await self.store.get_by_id(conn, t.credential_sets, row_id)
+        return None if row is None else await self._measure(row)
 
     # -- credential health ----------------------------------------------------------------------
     async def _measure(self, row: RowMapping) -> dict[str, dict[str, str]] | None:
@@ -896,19 +926,22 @@ class Management:
         action: str,
     ) -> str:
         op_id = f"{kind.value.lower()}-{uuid.uuid4()}"
-        await self.store.insert_operation(
-            conn,
-            {
-                "id": op_id,
-                "resource_id": resource_id,
-                "resource_kind": kind.value,
-                "registry_id": registry_id,
-                "row_id": row_id,
-                "action": action,
-                "status": "InProgress",
-                "started_at": utcnow(),
-            },
-        )
+        now = utcnow()
+        values = {
+            "id": op_id,
+            "resource_id": resource_id,
+            "resource_kind": kind.value,
+            "registry_id": registry_id,
+            "row_id": row_id,
+            "action": action,
+            "status": "InProgress",
+            "started_at": now,
+            # The accepting process holds the lease from the start (see _run).
+            "lease_owner": self.owner,
+            "lease_expires": now + dt.timedelta(seconds=self.lease_seconds),
+        }
+        await self.store.insert_operation(conn, values)
+        self._fresh[op_id] = values
         return op_id
 
     async def _registry_row(

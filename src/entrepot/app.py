@@ -40,12 +40,7 @@ def login_server(config: Config) -> str:
     """The host[:port] that clients pull from: the public URL's, else the listen address."""
     if config.server.public_url:
         return urlsplit(config.server.public_url).netloc
-    host, port = config.server.host, config.server.port
-    if host in ("0.0.0.0", "::", ""):
-        host = "127.0.0.1"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{host}:{port}"
+    return config.server.local_address
 
 
 def write_private(path: Path, text: str) -> None:

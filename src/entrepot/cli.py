@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
-from entrepot.config import Config, load_config, split_listen
+from entrepot.config import Config, load_config
 from entrepot.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -148,14 +148,7 @@ def server_url(config: Config) -> str:
     """The base URL of the server described by ``config``."""
     if config.server.public_url:
         return config.server.public_url.rstrip("/")
-    host, port = split_listen(config.server.listen)
-    if host in ("", "0.0.0.0"):
-        host = "127.0.0.1"
-    elif host == "::":
-        host = "::1"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{port}"
+    return f"http://{config.server.local_address}"
 
 
 def connection(config_file: Path | None) -> tuple[str, str]:

@@ -86,6 +86,18 @@ class ServerConfig:
     def port(self) -> int:
         return split_listen(self.listen)[1]
 
+    @property
+    def local_address(self) -> str:
+        """``host:port`` a client on this machine reaches: wildcard hosts become loopback."""
+        host, port = split_listen(self.listen)
+        if host in ("", "0.0.0.0"):
+            host = "127.0.0.1"
+        elif host == "::":
+            host = "::1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{host}:{port}"
+
 
 @dataclass(frozen=True)
 class DatabaseConfig:

@@ -224,7 +224,6 @@ class Management:
         self.tenant_id = ""
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
-        self._hooks: list[Callable[[str, str], None]] = []
         self._fresh: dict[str, dict[str, Any]] = {}  # operations accepted here, lease held
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -672,10 +671,6 @@ class Management:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def on_operation_done(self, hook: Callable[[str, str], None]) -> None:
-        """Call ``hook(op_id, status)`` after each operation this process finishes."""
-        self._hooks.append(hook)
-
     async def _run(self, op_id: str) -> None:
         """Run an operation to its end, if this process holds (or can take) its lease.
 
@@ -720,8 +715,6 @@ class Management:
                     return
                 await self._finish(conn, op, status, error)
         log.info("operation %s %s %s: %s", op_id, op["action"], op["resource_id"], status)
-        for hook in self._hooks:
-            hook(op_id, status)
 
     async def _finish(
         self,

@@ -223,8 +223,4 @@ def verify_key_check(key: bytes, check: str) -> bool:
         plain = AESGCM(key).decrypt(raw[:12], raw[12:], _KEY_CHECK_AAD)
     except (InvalidTag, ValueError):
         return False
-    return hmac_equal(plain, _KEY_CHECK_PLAINTEXT)
-
-
-def hmac_equal(a: bytes, b: bytes) -> bool:
-    return secrets.compare_digest(a, b)
+    return secrets.compare_digest(plain, _KEY_CHECK_PLAINTEXT)

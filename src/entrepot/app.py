@@ -26,10 +26,12 @@ from aiohttp import web
 from entrepot.config import Config
 from entrepot.credential_health import CredentialProbe
 from entrepot.management import Actor, Management, RegistryRef
+from entrepot.metadata import SqlOperationStore, SqlResourceStore
+from entrepot.metadata.protocols import ResourceStore
 from entrepot.metadata.store import MetadataStore
 from entrepot.secrets import BuiltinVault, build_resolvers
 from entrepot.upstream.client import UpstreamClient
-from entrepot.web.arm import CONFIG_KEY, MANAGEMENT_KEY, STORE_KEY, ArmApi, setup_routes
+from entrepot.web.arm import CONFIG_KEY, MANAGEMENT_KEY, ArmApi, setup_routes
 from entrepot.web.vault import setup_vault_routes
 
 log = logging.getLogger("entrepot")
@@ -55,13 +57,13 @@ def write_private(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-async def bootstrap_token(store: MetadataStore, config: Config) -> str | None:
+async def bootstrap_token(store: ResourceStore, config: Config) -> str | None:
     """Create the admin token on first start; return it then, ``None`` on later starts."""
-    async with store.write() as conn:
-        if await store.count_tokens(conn) > 0:
+    async with store.write() as tx:
+        if await tx.count_tokens() > 0:
             return None
         token = secrets.token_urlsafe(32)
-        await store.add_token(conn, hashlib.sha256(token.encode()).hexdigest(), "admin")
+        await tx.add_token(hashlib.sha256(token.encode()).hexdigest(), "admin")
         write_private(config.token_file, token + "\n")
     return token
 
@@ -70,22 +72,26 @@ def build_app(config: Config) -> web.Application:
     """The aiohttp application for ``config``; resources open on startup and close on cleanup."""
     config.data_dir.mkdir(parents=True, exist_ok=True)
     store = MetadataStore(config.database_url)
+    resources = SqlResourceStore(store)
     vault = BuiltinVault(store)
     resolvers = build_resolvers(config.secrets, vault)
+    own_login_server = login_server(config)
     management = Management(
-        store,
+        resources,
+        SqlOperationStore(store),
         config.arm,
         config.policy,
-        login_server(config),
+        lambda _name: own_login_server,
+        lease_seconds=config.arm.operation_lease_seconds,
+        sweep_seconds=config.arm.operation_sweep_seconds,
         resolvers=resolvers,
         health_interval=config.health.interval_seconds,
     )
-    api = ArmApi(management, config, store)
+    api = ArmApi(management, config, resources)
     app = web.Application(
         middlewares=[api.middleware], client_max_size=config.arm.max_request_bytes
     )
     app[CONFIG_KEY] = config
-    app[STORE_KEY] = store
     app[MANAGEMENT_KEY] = management
 
     async def healthz(_request: web.Request) -> web.Response:
@@ -102,10 +108,10 @@ def build_app(config: Config) -> web.Application:
         session = aiohttp.ClientSession()
         sessions.append(session)
         upstream = UpstreamClient(session, config.upstreams, timeout=config.health.timeout_seconds)
-        management.probe = CredentialProbe(
+        management.health.probe = CredentialProbe(
             resolvers, upstream, timeout=config.health.timeout_seconds
         )
-        token = await bootstrap_token(store, config)
+        token = await bootstrap_token(resources, config)
         if token is not None:
             print(
                 f"entrepot: created the admin API token (shown once; saved to "
@@ -113,7 +119,7 @@ def build_app(config: Config) -> web.Application:
                 flush=True,
             )
         for seed in config.registries:
-            await management.ensure_registry(
+            await management.registries.ensure(
                 RegistryRef(seed.subscription, seed.resource_group, seed.name),
                 seed.location,
                 SYSTEM_ACTOR,

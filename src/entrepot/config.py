@@ -117,6 +117,8 @@ class ArmConfig:
     max_request_bytes: int = 1_048_576
     operation_min_seconds: float = 0.0
     default_location: str = "local"
+    operation_lease_seconds: float = 10.0  # how long a runner holds an operation between renewals
+    operation_sweep_seconds: float = 3.0  # how often each process looks for orphaned operations
 
 
 @dataclass(frozen=True)
@@ -451,6 +453,14 @@ def _validate(config: Config) -> None:
         ),
         (1024 <= arm.max_request_bytes <= 64 * 1_048_576, "arm.max_request_bytes: 1 KiB to 64 MiB"),
         (0 <= arm.operation_min_seconds <= 3600, "arm.operation_min_seconds: 0 to 3600"),
+        (
+            0.3 <= arm.operation_lease_seconds <= 3600,
+            "arm.operation_lease_seconds: 0.3 to 3600",
+        ),
+        (
+            0.1 <= arm.operation_sweep_seconds <= arm.operation_lease_seconds,
+            "arm.operation_sweep_seconds: 0.1 to arm.operation_lease_seconds",
+        ),
         (
             1 <= config.health.interval_seconds <= 86400,
             "health.interval_seconds: 1 to 86400",

@@ -535,3 +535,25 @@ class Registry(Model):
             readonly=True,
         ),
     )
+
+
+# -- ARM resource ids and types: built here and nowhere else ------------------------------------
+PROVIDER = "Microsoft.ContainerRegistry"
+REGISTRY_TYPE = f"{PROVIDER}/registries"
+CACHE_RULE_TYPE = f"{PROVIDER}/registries/cacheRules"
+CREDENTIAL_SET_TYPE = f"{PROVIDER}/registries/credentialSets"
+CACHE_RULES = "cacheRules"
+CREDENTIAL_SETS = "credentialSets"
+
+
+def registry_resource_id(subscription: str, resource_group: str, name: str) -> str:
+    """``/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.ContainerRegistry/...``."""
+    return (
+        f"/subscriptions/{subscription}/resourceGroups/{resource_group}"
+        f"/providers/{PROVIDER}/registries/{name}"
+    )
+
+
+def child_resource_id(registry_id: str, collection: str, name: str) -> str:
+    """The id of cache rule or credential set ``name`` (``collection``) of ``registry_id``."""
+    return f"{registry_id}/{collection}/{name}"

@@ -142,9 +142,91 @@ operations = sa.Table(
     sa.Column("ended_at", UtcDateTime(), nullable=True),
     sa.Column("error_code", sa.String(100), nullable=True),
     sa.Column("error_message", sa.Text, nullable=True),
-    sa.Column("lease_owner", sa.String(64), nullable=True),
-    sa.Column("lease_expires", UtcDateTime(), nullable=True),
     sa.Index("ix_operations_status", "status"),
+)
+
+# -- leases and the content index (revision 0003) -----------------------------------------------
+leases = sa.Table(
+    "leases",
+    metadata,
+    sa.Column("key", sa.String(300), primary_key=True),
+    sa.Column("owner", sa.String(100), nullable=False),
+    sa.Column("expires", UtcDateTime(), nullable=False),
+)
+
+repositories = sa.Table(
+    "repositories",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "registry_id",
+        sa.Integer,
+        sa.ForeignKey("registries.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.UniqueConstraint("registry_id", "name", name="uq_repository"),
+)
+
+blobs = sa.Table(
+    "blobs",
+    metadata,
+    sa.Column("digest", sa.String(200), primary_key=True),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("media_type", sa.String(255), nullable=True),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("last_access", UtcDateTime(), nullable=True),
+)
+
+manifests = sa.Table(
+    "manifests",
+    metadata,
+    sa.Column(
+        "repository_id",
+        sa.Integer,
+        sa.ForeignKey("repositories.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("digest", sa.String(200), primary_key=True),
+    sa.Column("media_type", sa.String(255), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("artifact_type", sa.String(255), nullable=True),
+    sa.Column("subject", sa.String(200), nullable=True),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("last_access", UtcDateTime(), nullable=True),
+    sa.Index("ix_manifests_subject", "repository_id", "subject"),
+)
+
+manifest_references = sa.Table(
+    "manifest_references",
+    metadata,
+    sa.Column("repository_id", sa.Integer, primary_key=True),
+    sa.Column("manifest_digest", sa.String(200), primary_key=True),
+    sa.Column("digest", sa.String(200), primary_key=True),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("media_type", sa.String(255), nullable=True),
+    sa.ForeignKeyConstraint(
+        ["repository_id", "manifest_digest"],
+        ["manifests.repository_id", "manifests.digest"],
+        ondelete="CASCADE",
+        name="fk_reference_manifest",
+    ),
+    sa.Index("ix_manifest_references_digest", "repository_id", "digest"),
+)
+
+tags = sa.Table(
+    "tags",
+    metadata,
+    sa.Column(
+        "repository_id",
+        sa.Integer,
+        sa.ForeignKey("repositories.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("tag", sa.String(128), primary_key=True),
+    sa.Column("digest", sa.String(200), nullable=False),
+    sa.Column("checked_at", UtcDateTime(), nullable=False),
 )
 
 # -- built-in secret vault (revision 0002) -------------------------------------------------------

@@ -24,6 +24,7 @@ import hashlib
 import logging
 import time
 import uuid
+from base64 import urlsafe_b64decode, urlsafe_b64encode
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -37,14 +38,14 @@ from entrepot.config import Config
 from entrepot.management import (
     Accepted,
     Actor,
-    Kind,
     Management,
     OperationStatus,
     Page,
     RegistryRef,
 )
-from entrepot.metadata.store import MetadataStore
-from entrepot.models import Model, format_datetime
+from entrepot.metadata.protocols import ResourceStore
+from entrepot.metadata.records import ResourceKind as Kind
+from entrepot.models import Model, child_resource_id, format_datetime
 
 log = logging.getLogger("entrepot.web.arm")
 
@@ -54,7 +55,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 MANAGEMENT_KEY = web.AppKey("management", Management)
 CONFIG_KEY = web.AppKey("config", Config)
-STORE_KEY = web.AppKey("store", MetadataStore)
 ERROR_STATUS = {kind.arm_code: kind.status for kind in e.error_table().values()}
 
 
@@ -80,7 +80,7 @@ class Route:
     def resource_id(self) -> str:
         rid = self.ref.resource_id
         if self.kind is not None and self.child is not None:
-            rid += f"/{self.kind.value}/{self.child}"
+            rid = child_resource_id(rid, self.kind.value, self.child)
         return rid
 
 
@@ -162,7 +162,7 @@ def error_response(err: e.EntrepotError) -> web.Response:
 class ArmApi:
     """The request handlers; one instance per application."""
 
-    def __init__(self, management: Management, config: Config, store: MetadataStore) -> None:
+    def __init__(self, management: Management, config: Config, store: ResourceStore) -> None:
         self.management = management
         self.config = config
         self.store = store
@@ -203,10 +203,10 @@ class ArmApi:
         cached = self._token_cache.get(digest)
         if cached is not None and cached[1] > time.monotonic():
             return Actor(cached[0])
-        async with self.store.read() as conn:
-            description = await self.store.token_description(conn, digest)
-        if description is None:
+        record = await self.store.token(digest)
+        if record is None:
             raise e.InvalidAuthenticationToken("Authentication failed. The token is not valid.")
+        description = record.description
         self._token_cache[digest] = (description, time.monotonic() + 60)
         return Actor(description)
 
@@ -224,65 +224,49 @@ class ArmApi:
             return self._page_response(
                 request,
                 version,
-                await self.management.list_registries(
-                    route.subscription, route.resource_group, request.query.get("$skipToken")
+                await self.management.registries.list(
+                    route.subscription, route.resource_group, _skip_token(request)
                 ),
             )
         if route.kind is None:
             _allow(method, "GET", "PUT", "DELETE")
             if method == "GET":
-                return json_response(200, (await self.management.get_registry(route.ref)).to_arm())
+                registry = await self.management.registries.get(route.ref)
+                return json_response(200, registry.to_arm())
             if method == "PUT":
                 body = await self._body(request)
-                created = await self.management.put_registry(route.ref, body, actor)
+                created = await self.management.registries.put(route.ref, body, actor)
                 return self._accepted(request, version, created)
             return self._deleted(
-                request, version, await self.management.delete_registry(route.ref, actor)
+                request, version, await self.management.registries.delete(route.ref, actor)
             )
-        m = self.management
+        service: Any = (
+            self.management.cache_rules
+            if route.kind is Kind.CACHE_RULE
+            else self.management.credential_sets
+        )
         if route.child is None:
             _allow(method, "GET")
-            token = request.query.get("$skipToken")
-            page: Page[Any] = await (
-                m.list_cache_rules(route.ref, token)
-                if route.kind is Kind.CACHE_RULE
-                else m.list_credential_sets(route.ref, token)
-            )
+            page: Page[Any] = await service.list(route.ref, _skip_token(request))
             return self._page_response(request, version, page)
         if route.action == "validate":
             _allow(method, "POST")
-            validated = await m.validate_credential_set(route.ref, route.child)
+            validated = await self.management.credential_sets.validate(route.ref, route.child)
             return json_response(200, validated.to_arm())
         _allow(method, "GET", "PUT", "PATCH", "DELETE")
-        rules = route.kind is Kind.CACHE_RULE
         if method == "GET":
-            model: Model = await (
-                m.get_cache_rule(route.ref, route.child)
-                if rules
-                else m.get_credential_set(route.ref, route.child)
-            )
+            model: Model = await service.get(route.ref, route.child)
             return json_response(200, model.to_arm())
         if method == "DELETE":
-            deleted = await (
-                m.delete_cache_rule(route.ref, route.child, actor)
-                if rules
-                else m.delete_credential_set(route.ref, route.child, actor)
+            return self._deleted(
+                request, version, await service.delete(route.ref, route.child, actor)
             )
-            return self._deleted(request, version, deleted)
         body = await self._body(request)
-        accepted: Accepted[Any]
-        if method == "PUT":
-            accepted = await (
-                m.put_cache_rule(route.ref, route.child, body, actor)
-                if rules
-                else m.put_credential_set(route.ref, route.child, body, actor)
-            )
-        else:
-            accepted = await (
-                m.patch_cache_rule(route.ref, route.child, body, actor)
-                if rules
-                else m.patch_credential_set(route.ref, route.child, body, actor)
-            )
+        accepted: Accepted[Any] = await (
+            service.put(route.ref, route.child, body, actor)
+            if method == "PUT"
+            else service.patch(route.ref, route.child, body, actor)
+        )
         return self._accepted(request, version, accepted)
 
     # -- pieces ---------------------------------------------------------------------------------
@@ -330,10 +314,11 @@ class ArmApi:
 
     def _page_response(self, request: web.Request, version: str, page: Page[Any]) -> web.Response:
         body: dict[str, Any] = {"value": [item.to_arm() for item in page.items]}
-        if page.next_token:
+        if page.next_after is not None:
+            token = encode_skip_token(page.next_after)
             body["nextLink"] = (
                 f"{self._base(request)}{request.raw_path.split('?', 1)[0]}"
-                f"?api-version={version}&$skipToken={quote(page.next_token, safe='')}"
+                f"?api-version={version}&$skipToken={quote(token, safe='')}"
             )
         return json_response(200, body)
 
@@ -365,6 +350,34 @@ def _status_body(op: OperationStatus) -> dict[str, Any]:
     if op.error_code:
         body["error"] = {"code": op.error_code, "message": op.error_message or ""}
     return body
+
+
+def encode_skip_token(after: str) -> str:
+    """An opaque, URL-safe, never empty ``$skipToken`` for the keyset position ``after``."""
+    return "k" + urlsafe_b64encode(after.encode()).decode().rstrip("=")
+
+
+def decode_skip_token(token: str | None) -> str:
+    """The keyset position of a ``$skipToken``; ``""`` for the first page.
+
+    :raises InvalidPropertyValue: for a token this server did not make.
+    """
+    if not token:
+        return ""
+    try:
+        if not token.startswith("k"):
+            raise ValueError
+        raw = token[1:]
+        return urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise e.InvalidPropertyValue(
+            "The $skipToken is not valid; use the nextLink of the previous page.",
+            target="$skipToken",
+        ) from None
+
+
+def _skip_token(request: web.Request) -> str:
+    return decode_skip_token(request.query.get("$skipToken"))
 
 
 def _quote_id(resource_id: str) -> str:

@@ -58,6 +58,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
+from benchmarks.rates import read_path_rates
+
 SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
 RESOURCE_GROUP = "bench-rg"
 BIG_REGISTRY = "bench-big"
@@ -550,6 +552,24 @@ def ratio_table(big: dict[str, Any], small: dict[str, Any]) -> tuple[str, list[d
     return "\n".join(lines), ratios
 
 
+def measure_read_path(server: Server, seconds: float) -> dict[str, Any]:
+    """GET-one-rule and ``/healthz`` rates of ``server`` (a probe rule is created, then deleted)."""
+    path = (
+        f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/"
+        f"Microsoft.ContainerRegistry/registries/{SMALL_REGISTRY}/cacheRules/rate-probe"
+        f"?api-version={API_VERSION}"
+    )
+    auth = {"Authorization": f"Bearer {server.token}"}
+    body = {
+        "properties": {"sourceRepository": "docker.io/library/probe", "targetRepository": "probe"}
+    }
+    requests.put(server.url + path, json=body, headers=auth, timeout=30).raise_for_status()
+    try:
+        return read_path_rates(server.url, server.token, path, seconds)
+    finally:
+        requests.delete(server.url + path, headers=auth, timeout=30)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.mgmt", description=__doc__.split("\n\n")[0]
@@ -575,6 +595,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--raw-requests", type=int, default=200, help="raw GETs per registry (over all rounds)"
     )
+    parser.add_argument(
+        "--rate-seconds", type=float, default=10, help="duration of each read-path rate run"
+    )
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (server log)")
     args = parser.parse_args(argv)
@@ -591,6 +614,7 @@ def main(argv: list[str] | None = None) -> int:
         server = Server(tmp, database_url, max_rules=max(args.rules, args.small))
         try:
             server.start()
+            rates = measure_read_path(server, args.rate_seconds)
             counter = RequestCounter()
             client = genuine_sdk_client(server.url, server.token, counter)
             big = run_registry(
@@ -672,6 +696,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{min(args.small, 100)}; 'list (per item)' is the per-rule cost of listing."
     )
     print()
+    print(
+        f"read path ({rates['tool']}, {args.rate_seconds:g} s each): GET one cache rule "
+        f"{rates['get_rps']:.0f} req/s, /healthz {rates['healthz_rps']:.0f} req/s, "
+        f"ratio {rates['ratio']:.2f} (target >= 0.25)"
+    )
+    print()
     print(f"total run time {elapsed:.1f} s")
 
     if args.json:
@@ -686,6 +716,7 @@ def main(argv: list[str] | None = None) -> int:
                     "big": big,
                     "small_registry": small,
                     "p50_ratios": ratios,
+                    "read_path": rates,
                     "total_seconds": elapsed,
                     "load_average_1min": [load_start, load_end],
                 },

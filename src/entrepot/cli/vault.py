@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from entrepot.cli import (
+from entrepot.cli.commands import (
     DEFAULT_RESOURCE_GROUP,
     DEFAULT_SUBSCRIPTION,
     Columns,

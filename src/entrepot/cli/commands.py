@@ -744,10 +744,3 @@ def registry_delete(
     """Delete a registry (succeeds if it does not exist)."""
     with session(subscription, resource_group, OutputFormat.json, config) as (_, client):
         client.registries.begin_delete(resource_group, name).result()
-
-
-# The vault and secret commands live in their own module; importing it registers them.
-from entrepot import cli_vault  # noqa: E402, F401
-
-if __name__ == "__main__":
-    main()

@@ -27,6 +27,7 @@ from entrepot.config import Config
 from entrepot.credential_health import CredentialProbe
 from entrepot.management import Actor, Management, RegistryRef
 from entrepot.metadata.store import MetadataStore
+from entrepot.metadata.vault_store import SqlVaultStore
 from entrepot.secrets import BuiltinVault, build_resolvers
 from entrepot.upstream.client import UpstreamClient
 from entrepot.web.arm import CONFIG_KEY, MANAGEMENT_KEY, STORE_KEY, ArmApi, setup_routes
@@ -70,7 +71,7 @@ def build_app(config: Config) -> web.Application:
     """The aiohttp application for ``config``; resources open on startup and close on cleanup."""
     config.data_dir.mkdir(parents=True, exist_ok=True)
     store = MetadataStore(config.database_url)
-    vault = BuiltinVault(store)
+    vault = BuiltinVault(SqlVaultStore(store))
     resolvers = build_resolvers(config.secrets, vault)
     management = Management(
         store,

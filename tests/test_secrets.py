@@ -30,7 +30,8 @@ from entrepot.config import SecretsConfig
 from entrepot.config import database_url as async_database_url
 from entrepot.errors import ConfigError
 from entrepot.metadata import schema as t
-from entrepot.metadata.store import MetadataStore
+from entrepot.metadata.database import Database as MetadataStore
+from entrepot.metadata.vault_store import SqlVaultStore
 from entrepot.secrets import (
     BuiltinVault,
     EnvResolver,
@@ -43,7 +44,6 @@ from entrepot.secrets import (
     parse_secret_identifier,
 )
 from entrepot.secrets.keys import (
-    KEY_CHECK_SETTING,
     MASTER_KEY_ENV,
     MASTER_KEY_FILE,
     make_key_check,
@@ -87,7 +87,7 @@ class Harness:
 
 async def _vault_harness(url: str, tmp_path: Path) -> Harness:
     store = await _open_store(url, tmp_path)
-    vault = BuiltinVault(store)
+    vault = BuiltinVault(SqlVaultStore(store))
     await vault.unlock(tmp_path / "data", {MASTER_KEY_ENV: KEY1})
     await vault.create_vault("conf-vault")
     await vault.grant("conf-vault", PRINCIPAL)
@@ -344,7 +344,7 @@ async def test_resolvers_refuse_what_nobody_handles(identifier: str) -> None:
 async def test_build_resolvers_default_is_vault_only(tmp_path: Path) -> None:
     store = await _open_store(f"sqlite:///{tmp_path / 'm.db'}", tmp_path)
     try:
-        vault = BuiltinVault(store)
+        vault = BuiltinVault(SqlVaultStore(store))
         chain = build_resolvers(SecretsConfig(), vault, {"REGISTRY_X": "v"})
         assert list(chain) == [vault]
         chain.check_identifier("https://myvault.vault.azure.net/secrets/registry-username")
@@ -388,7 +388,7 @@ async def store(database_url: str, tmp_path: Path) -> AsyncIterator[MetadataStor
 
 @pytest.fixture
 async def vault(store: MetadataStore, tmp_path: Path) -> BuiltinVault:
-    v = BuiltinVault(store)
+    v = BuiltinVault(SqlVaultStore(store))
     await v.unlock(tmp_path / "data", {MASTER_KEY_ENV: KEY1})
     await v.create_vault("myvault")
     await v.grant("myvault", PRINCIPAL)
@@ -580,7 +580,7 @@ async def test_no_plaintext_under_the_data_dir(tmp_path: Path) -> None:
     store = await _open_store(f"sqlite:///{data_dir / 'entrepot.db'}", tmp_path)
     marker = "PLAINTEXT-MARKER-7f3a9c-" + VALUE
     try:
-        vault = BuiltinVault(store)
+        vault = BuiltinVault(SqlVaultStore(store))
         await vault.unlock(data_dir, {})
         await vault.create_vault("myvault")
         await vault.grant("myvault", PRINCIPAL)
@@ -662,7 +662,7 @@ async def test_key_file_created_0600_and_reused(tmp_path: Path) -> None:
     url = f"sqlite:///{data_dir / 'entrepot.db'}"
     store = await _open_store(url, tmp_path)
     try:
-        vault = BuiltinVault(store)
+        vault = BuiltinVault(SqlVaultStore(store))
         assert not await vault.holds_data()
         await vault.unlock(data_dir, {})
         assert await vault.holds_data()
@@ -679,7 +679,7 @@ async def test_key_file_created_0600_and_reused(tmp_path: Path) -> None:
     # "restart": a new store and vault over the same data dir read the same key
     store = await _open_store(url, tmp_path)
     try:
-        vault = BuiltinVault(store)
+        vault = BuiltinVault(SqlVaultStore(store))
         await vault.unlock(data_dir, {})
         assert (await vault.resolve(_kv("pw"), PRINCIPAL)).reveal() == VALUE
     finally:
@@ -728,19 +728,19 @@ def test_invalid_master_key_file(tmp_path: Path) -> None:
 async def test_wrong_master_key_is_a_startup_error(database_url: str, tmp_path: Path) -> None:
     store = await _open_store(database_url, tmp_path)
     try:
-        first = BuiltinVault(store)
+        first = BuiltinVault(SqlVaultStore(store))
         await first.unlock(tmp_path / "data", {MASTER_KEY_ENV: KEY1})
         await first.create_vault("myvault")
         await first.set_secret("myvault", "pw", VALUE)
-        second = BuiltinVault(store)
+        second = BuiltinVault(SqlVaultStore(store))
         with pytest.raises(ConfigError, match="does not match"):
             await second.unlock(tmp_path / "data", {MASTER_KEY_ENV: KEY2})
         with pytest.raises(RuntimeError):
             await second.set_secret("myvault", "pw", "new")  # never writes with a wrong key
         with pytest.raises(ConfigError, match="does not match"):
-            await BuiltinVault(store).open(base64.b64decode(KEY2))
+            await BuiltinVault(SqlVaultStore(store)).open(base64.b64decode(KEY2))
         # the right key still works
-        again = BuiltinVault(store)
+        again = BuiltinVault(SqlVaultStore(store))
         await again.unlock(tmp_path / "data", {MASTER_KEY_ENV: KEY1})
         await again.grant("myvault", PRINCIPAL)
         assert (await again.resolve(_kv("pw"), PRINCIPAL)).reveal() == VALUE
@@ -752,7 +752,7 @@ async def test_missing_key_file_with_existing_data_is_a_startup_error(tmp_path: 
     data_dir = tmp_path / "data"
     store = await _open_store(f"sqlite:///{data_dir / 'entrepot.db'}", tmp_path)
     try:
-        vault = BuiltinVault(store)
+        vault = BuiltinVault(SqlVaultStore(store))
         await vault.unlock(data_dir, {})
         await vault.create_vault("myvault")
         await vault.set_secret("myvault", "pw", VALUE)
@@ -760,15 +760,15 @@ async def test_missing_key_file_with_existing_data_is_a_startup_error(tmp_path: 
         saved = key_path.read_bytes()
         key_path.unlink()
         with pytest.raises(ConfigError, match="missing"):
-            await BuiltinVault(store).unlock(data_dir, {})
+            await BuiltinVault(SqlVaultStore(store)).unlock(data_dir, {})
         assert not key_path.exists()  # no new key generated over the existing ciphertext
         # a different key file is refused too, and left alone
         key_path.write_text(KEY2 + "\n")
         with pytest.raises(ConfigError, match="does not match"):
-            await BuiltinVault(store).unlock(data_dir, {})
+            await BuiltinVault(SqlVaultStore(store)).unlock(data_dir, {})
         assert key_path.read_text() == KEY2 + "\n"
         key_path.write_bytes(saved)
-        await BuiltinVault(store).unlock(data_dir, {})
+        await BuiltinVault(SqlVaultStore(store)).unlock(data_dir, {})
     finally:
         await store.close()
 
@@ -778,10 +778,9 @@ async def test_generated_key_removed_when_refused(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     store = await _open_store(f"sqlite:///{data_dir / 'entrepot.db'}", tmp_path)
     try:
-        async with store.write() as conn:
-            await store.put_setting(conn, KEY_CHECK_SETTING, make_key_check(bytes(32)))
+        await SqlVaultStore(store).set_key_check(make_key_check(bytes(32)))
         with pytest.raises(ConfigError):
-            await BuiltinVault(store).unlock(data_dir, {})
+            await BuiltinVault(SqlVaultStore(store)).unlock(data_dir, {})
         assert not (data_dir / MASTER_KEY_FILE).exists()
     finally:
         await store.close()
@@ -798,7 +797,7 @@ def test_key_check_roundtrip() -> None:
 async def test_operations_need_an_unlocked_vault(tmp_path: Path) -> None:
     store = await _open_store(f"sqlite:///{tmp_path / 'm.db'}", tmp_path)
     try:
-        vault = BuiltinVault(store)
+        vault = BuiltinVault(SqlVaultStore(store))
         await vault.create_vault("myvault")  # metadata only: fine
         with pytest.raises(RuntimeError):
             await vault.set_secret("myvault", "pw", "v")
@@ -811,14 +810,15 @@ async def test_operations_need_an_unlocked_vault(tmp_path: Path) -> None:
 async def test_only_existing_vaults_mode(tmp_path: Path) -> None:
     store = await _open_store(f"sqlite:///{tmp_path / 'm.db'}", tmp_path)
     try:
-        vault = BuiltinVault(store, only_existing_vaults=True)
+        vault = BuiltinVault(SqlVaultStore(store), only_existing_vaults=True)
         await vault.unlock(tmp_path, {MASTER_KEY_ENV: KEY1})
         assert not vault.handles(_kv("x"))
         await vault.create_vault("MyVault")
         assert vault.handles(_kv("x"))
         await vault.delete_vault("myvault")
         assert not vault.handles(_kv("x"))
-        assert BuiltinVault(store).handles(_kv("x"))  # default: every Key Vault identifier
+        # default: every Key Vault identifier
+        assert BuiltinVault(SqlVaultStore(store)).handles(_kv("x"))
     finally:
         await store.close()
 

@@ -26,9 +26,9 @@ from aiohttp import web
 from entrepot.config import Config
 from entrepot.credential_health import CredentialProbe
 from entrepot.management import Actor, Management, RegistryRef
-from entrepot.metadata import SqlOperationStore, SqlResourceStore
+from entrepot.metadata import Database, SqlOperationStore, SqlResourceStore
 from entrepot.metadata.protocols import ResourceStore
-from entrepot.metadata.store import MetadataStore
+from entrepot.metadata.vault_store import SqlVaultStore
 from entrepot.secrets import BuiltinVault, build_resolvers
 from entrepot.upstream.client import UpstreamClient
 from entrepot.web.arm import CONFIG_KEY, MANAGEMENT_KEY, ArmApi, setup_routes
@@ -71,9 +71,9 @@ async def bootstrap_token(store: ResourceStore, config: Config) -> str | None:
 def build_app(config: Config) -> web.Application:
     """The aiohttp application for ``config``; resources open on startup and close on cleanup."""
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    store = MetadataStore(config.database_url)
+    store = Database(config.database_url)
     resources = SqlResourceStore(store)
-    vault = BuiltinVault(store)
+    vault = BuiltinVault(SqlVaultStore(store))
     resolvers = build_resolvers(config.secrets, vault)
     own_login_server = login_server(config)
     management = Management(

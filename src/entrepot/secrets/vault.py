@@ -8,11 +8,11 @@ It answers Key Vault-shaped identifiers, so identifiers written for Azure work u
 (the other Azure clouds' hosts, ``.vault.azure.cn``, ``.vault.usgovcloudapi.net`` and
 ``.vault.microsoftazure.de``, are accepted too).
 
-Storage (tables ``vaults``, ``vault_secrets``, ``vault_grants``): every version is a row holding
-a random 96-bit nonce and the AES-GCM ciphertext of the value under the master key
-(:mod:`.keys`). The associated data binds the ciphertext to its vault, secret name and version,
-so a ciphertext copied into another row does not decrypt. Values are never stored, logged or
-returned in plaintext; only :meth:`BuiltinVault.resolve` decrypts.
+Storage (a :class:`~entrepot.metadata.protocols.VaultStore`): every version is stored as a
+random 96-bit nonce and the AES-GCM ciphertext of the value under the master key (:mod:`.keys`).
+The associated data binds the ciphertext to its vault, secret name and version, so a ciphertext
+copied into another version does not decrypt. Values are never stored, logged or returned in
+plaintext; only :meth:`BuiltinVault.resolve` decrypts.
 
 Access: like a Key Vault access policy, reading a secret needs a ``get`` grant on its vault for
 the reading principal. The grant is checked before the secret is looked up, so a principal
@@ -29,28 +29,23 @@ import logging
 import os
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import sqlalchemy as sa
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy.engine import RowMapping
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from entrepot import errors as e
 from entrepot.errors import ConfigError
-from entrepot.metadata import schema as t
-from entrepot.metadata.store import MetadataStore, as_utc, utcnow
+from entrepot.metadata.protocols import StoreUnavailable, VaultStore
+from entrepot.metadata.records import GrantRecord, SecretVersionRecord, VaultRecord
 from entrepot.models import format_datetime
 from entrepot.secrets.base import Secret
 from entrepot.secrets.keys import (
     KEY_BYTES,
-    KEY_CHECK_SETTING,
     MASTER_KEY_ENV,
     key_file,
     load_master_key,
@@ -337,40 +332,35 @@ class GrantInfo:
         }
 
 
-def _vault_info(row: RowMapping) -> VaultInfo:
-    return VaultInfo(name=row["name"], created_at=as_utc(row["created_at"]))
+def _vault_info(record: VaultRecord) -> VaultInfo:
+    return VaultInfo(name=record.name, created_at=record.created_at)
 
 
-def _secret_info(vault: RowMapping, row: RowMapping) -> SecretInfo:
+def _secret_info(record: SecretVersionRecord) -> SecretInfo:
     return SecretInfo(
-        vault=vault["name"],
-        name=row["name"],
-        version=row["version"],
-        created_at=as_utc(row["created_at"]),
-        enabled=bool(row["enabled"]),
-        content_type=row["content_type"],
+        vault=record.vault,
+        name=record.name,
+        version=record.version,
+        created_at=record.created_at,
+        enabled=record.enabled,
+        content_type=record.content_type,
     )
 
 
-_METADATA_COLUMNS = (
-    t.vault_secrets.c.id,
-    t.vault_secrets.c.name,
-    t.vault_secrets.c.name_key,
-    t.vault_secrets.c.version,
-    t.vault_secrets.c.content_type,
-    t.vault_secrets.c.created_at,
-    t.vault_secrets.c.enabled,
-)
+def _grant_info(record: GrantRecord) -> GrantInfo:
+    return GrantInfo(record.vault, record.principal_id, record.permission, record.created_at)
 
 
 # -- the vault -----------------------------------------------------------------------------------
 class BuiltinVault:
-    """The built-in vault over a :class:`MetadataStore`; also a :class:`SecretResolver`.
+    """The built-in vault over a :class:`~entrepot.metadata.protocols.VaultStore`; also a
+    :class:`SecretResolver`.
 
     Construct it early (routes need it), then :meth:`unlock` (or :meth:`open` with a key) once
-    the store is open; operations that encrypt or decrypt raise ``RuntimeError`` before that.
+    the store's database is open; operations that encrypt or decrypt raise ``RuntimeError``
+    before that.
 
-    :param store: the metadata store holding the vault tables.
+    :param store: where vaults, sealed secret versions, grants and the key check are kept.
     :param key: the 32-byte master key, if already known (then call :meth:`open`).
     :param only_existing_vaults: when true, :meth:`handles` claims only identifiers whose vault
         exists here (as known to this process: loaded by :meth:`open`/:meth:`refresh`, kept up
@@ -384,7 +374,7 @@ class BuiltinVault:
 
     def __init__(
         self,
-        store: MetadataStore,
+        store: VaultStore,
         key: bytes | None = None,
         *,
         only_existing_vaults: bool = False,
@@ -398,11 +388,7 @@ class BuiltinVault:
     # -- start-up ---------------------------------------------------------------------------
     async def holds_data(self) -> bool:
         """Whether the database already holds vault data (a key-check value or any secret)."""
-        async with self.store.read() as conn:
-            if await self.store.get_setting(conn, KEY_CHECK_SETTING) is not None:
-                return True
-            row = (await conn.execute(sa.select(t.vault_secrets.c.id).limit(1))).first()
-            return row is not None
+        return await self.store.key_check() is not None or await self.store.has_any_secret()
 
     async def unlock(self, data_dir: Path, environ: Mapping[str, str] | None = None) -> None:
         """Load the master key (:func:`~entrepot.secrets.keys.load_master_key`) and :meth:`open`.
@@ -435,14 +421,10 @@ class BuiltinVault:
         key = key if key is not None else self._key
         if key is None or len(key) != KEY_BYTES:
             raise ConfigError(f"the vault master key must be {KEY_BYTES} bytes")
-        async with self.store.read() as conn:
-            check = await self.store.get_setting(conn, KEY_CHECK_SETTING)
-        if check is None:
-            async with self.store.write() as conn:
-                check = await self.store.get_setting(conn, KEY_CHECK_SETTING)
-                if check is None:
-                    await self.store.put_setting(conn, KEY_CHECK_SETTING, make_key_check(key))
-        if check is not None and not verify_key_check(key, check):
+        check = await self.store.key_check()
+        if check is None:  # first use: the first replica to store its check wins
+            check = await self.store.set_key_check(make_key_check(key))
+        if not verify_key_check(key, check):
             raise ConfigError(
                 f"the master key does not match the one this data was encrypted with "
                 f"(key from {source}). Restore the original {MASTER_KEY_ENV} or master.key; "
@@ -454,9 +436,7 @@ class BuiltinVault:
 
     async def refresh(self) -> None:
         """Reload the names of the vaults that exist (for ``only_existing_vaults``)."""
-        async with self.store.read() as conn:
-            names = (await conn.execute(sa.select(t.vaults.c.name_key))).scalars().all()
-        self._known = frozenset(str(n) for n in names)
+        self._known = frozenset(v.name.lower() for v in await self.store.list_vaults())
 
     @property
     def aead(self) -> AESGCM:
@@ -468,37 +448,20 @@ class BuiltinVault:
     async def create_vault(self, name: str) -> tuple[VaultInfo, bool]:
         """Create vault ``name``; return it and whether it is new (existing: unchanged)."""
         check_vault_name(name)
-        key = name.lower()
-        try:
-            async with self.store.write() as conn:
-                row = await self._vault_row(conn, name)
-                if row is not None:
-                    return _vault_info(row), False
-                now = utcnow()
-                await conn.execute(
-                    sa.insert(t.vaults).values(name=name, name_key=key, created_at=now)
-                )
-        except IntegrityError:  # created concurrently by another process
-            return await self.get_vault(name), False
-        self._known = self._known | {key}
-        log.info("vault %s created", name)
-        return VaultInfo(name=name, created_at=now), True
+        record, created = await self.store.create_vault(name)
+        if created:
+            self._known = self._known | {name.lower()}
+            log.info("vault %s created", name)
+        return _vault_info(record), created
 
     async def get_vault(self, name: str) -> VaultInfo:
         """:raises ResourceNotFound: when there is no vault ``name``."""
         check_vault_name(name)
-        async with self.store.read() as conn:
-            return _vault_info(await self._require_vault(conn, name))
+        return _vault_info(await self._require_vault(name))
 
     async def list_vaults(self) -> list[VaultInfo]:
         """All vaults, by name."""
-        async with self.store.read() as conn:
-            rows = (
-                (await conn.execute(sa.select(t.vaults).order_by(t.vaults.c.name_key)))
-                .mappings()
-                .all()
-            )
-        return [_vault_info(r) for r in rows]
+        return [_vault_info(r) for r in await self.store.list_vaults()]
 
     async def delete_vault(self, name: str) -> None:
         """Delete vault ``name`` with all its secrets and grants.
@@ -506,16 +469,8 @@ class BuiltinVault:
         :raises ResourceNotFound: when there is no vault ``name``.
         """
         check_vault_name(name)
-        async with self.store.write() as conn:
-            row = await self._require_vault(conn, name)
-            vault_id = row["id"]
-            await conn.execute(
-                sa.delete(t.vault_grants).where(t.vault_grants.c.vault_id == vault_id)
-            )
-            await conn.execute(
-                sa.delete(t.vault_secrets).where(t.vault_secrets.c.vault_id == vault_id)
-            )
-            await conn.execute(sa.delete(t.vaults).where(t.vaults.c.id == vault_id))
+        if not await self.store.delete_vault(name):
+            raise self._no_vault(name)
         self._known = self._known - {name.lower()}
         log.info("vault %s deleted", name)
 
@@ -536,46 +491,20 @@ class BuiltinVault:
         aead = self.aead
         version = uuid.uuid4().hex
         nonce = os.urandom(_NONCE_BYTES)
-        try:
-            async with self.store.write() as conn:
-                vrow = await self._require_vault(conn, vault)
-                sealed = aead.encrypt(nonce, data, _aad(vrow["name_key"], name.lower(), version))
-                now = utcnow()
-                await conn.execute(
-                    sa.insert(t.vault_secrets).values(
-                        vault_id=vrow["id"],
-                        name=name,
-                        name_key=name.lower(),
-                        version=version,
-                        nonce=nonce,
-                        ciphertext=sealed,
-                        content_type=content_type,
-                        created_at=now,
-                        enabled=True,
-                    )
-                )
-        except IntegrityError:  # the vault was deleted meanwhile
-            raise self._no_vault(vault) from None
-        log.info("secret %s/%s: new version %s", vrow["name"], name, version)
-        return SecretInfo(vrow["name"], name, version, now, True, content_type)
+        sealed = aead.encrypt(nonce, data, _aad(vault.lower(), name.lower(), version))
+        record = await self.store.add_secret_version(
+            vault, name, version, nonce, sealed, content_type
+        )
+        if record is None:
+            raise self._no_vault(vault)
+        log.info("secret %s/%s: new version %s", record.vault, name, version)
+        return _secret_info(record)
 
     async def list_secrets(self, vault: str) -> list[SecretInfo]:
         """The newest version of every secret of ``vault``, by name (no values)."""
         check_vault_name(vault)
-        s = t.vault_secrets.c
-        async with self.store.read() as conn:
-            vrow = await self._require_vault(conn, vault)
-            newest = (
-                sa.select(s.name_key, sa.func.max(s.id).label("id"))
-                .where(s.vault_id == vrow["id"])
-                .group_by(s.name_key)
-                .subquery()
-            )
-            query = (
-                sa.select(*_METADATA_COLUMNS).join(newest, newest.c.id == s.id).order_by(s.name_key)
-            )
-            rows = (await conn.execute(query)).mappings().all()
-        return [_secret_info(vrow, r) for r in rows]
+        await self._require_vault(vault)
+        return [_secret_info(r) for r in await self.store.newest_versions(vault)]
 
     async def show_secret(self, vault: str, name: str, version: str | None = None) -> SecretInfo:
         """Metadata of one version (default: the newest) of secret ``name`` (no value).
@@ -586,15 +515,14 @@ class BuiltinVault:
         check_secret_name(name)
         if version is not None:
             version = check_version(version)
-        async with self.store.read() as conn:
-            vrow = await self._require_vault(conn, vault)
-            row = await self._version_row(conn, vrow["id"], name, version, _METADATA_COLUMNS)
-        if row is None:
+        found = await self._require_vault(vault)
+        record = await self.store.secret_version(vault, name, version)
+        if record is None:
             what = f"version {version} of secret" if version else "secret"
             raise e.ResourceNotFound(
-                f"The vault {vrow['name']!r} has no {what} {name!r}.", target=name
+                f"The vault {found.name!r} has no {what} {name!r}.", target=name
             )
-        return _secret_info(vrow, row)
+        return _secret_info(record)
 
     async def list_secret_versions(self, vault: str, name: str) -> list[SecretInfo]:
         """Every version of secret ``name``, newest first (no values).
@@ -603,20 +531,13 @@ class BuiltinVault:
         """
         check_vault_name(vault)
         check_secret_name(name)
-        s = t.vault_secrets.c
-        async with self.store.read() as conn:
-            vrow = await self._require_vault(conn, vault)
-            query = (
-                sa.select(*_METADATA_COLUMNS)
-                .where(s.vault_id == vrow["id"], s.name_key == name.lower())
-                .order_by(s.id.desc())
-            )
-            rows = (await conn.execute(query)).mappings().all()
-        if not rows:
+        found = await self._require_vault(vault)
+        records = await self.store.versions(vault, name)
+        if not records:
             raise e.ResourceNotFound(
-                f"The vault {vrow['name']!r} has no secret {name!r}.", target=name
+                f"The vault {found.name!r} has no secret {name!r}.", target=name
             )
-        return [_secret_info(vrow, r) for r in rows]
+        return [_secret_info(r) for r in records]
 
     async def delete_secret(self, vault: str, name: str) -> int:
         """Delete every version of secret ``name``; return how many versions there were.
@@ -625,20 +546,13 @@ class BuiltinVault:
         """
         check_vault_name(vault)
         check_secret_name(name)
-        s = t.vault_secrets.c
-        async with self.store.write() as conn:
-            vrow = await self._require_vault(conn, vault)
-            result = await conn.execute(
-                sa.delete(t.vault_secrets).where(
-                    s.vault_id == vrow["id"], s.name_key == name.lower()
-                )
-            )
-            count = int(result.rowcount)
+        found = await self._require_vault(vault)
+        count = await self.store.delete_secret(vault, name)
         if count == 0:
             raise e.ResourceNotFound(
-                f"The vault {vrow['name']!r} has no secret {name!r}.", target=name
+                f"The vault {found.name!r} has no secret {name!r}.", target=name
             )
-        log.info("secret %s/%s deleted (%d versions)", vrow["name"], name, count)
+        log.info("secret %s/%s deleted (%d versions)", found.name, name, count)
         return count
 
     # -- grants -----------------------------------------------------------------------------
@@ -654,40 +568,13 @@ class BuiltinVault:
         check_vault_name(vault)
         principal = check_principal(principal_id)
         perm = check_permission(permission)
-        g = t.vault_grants.c
-        try:
-            async with self.store.write() as conn:
-                vrow = await self._require_vault(conn, vault)
-                existing = (
-                    (
-                        await conn.execute(
-                            sa.select(t.vault_grants).where(
-                                g.vault_id == vrow["id"],
-                                g.principal_id == principal,
-                                g.permission == perm,
-                            )
-                        )
-                    )
-                    .mappings()
-                    .first()
-                )
-                if existing is not None:
-                    return GrantInfo(
-                        vrow["name"], principal, perm, as_utc(existing["created_at"])
-                    ), False
-                now = utcnow()
-                await conn.execute(
-                    sa.insert(t.vault_grants).values(
-                        vault_id=vrow["id"], principal_id=principal, permission=perm, created_at=now
-                    )
-                )
-        except IntegrityError:  # granted concurrently, or the vault was deleted meanwhile
-            for grant in await self.list_grants(vault):
-                if grant.principal_id == principal and grant.permission == perm:
-                    return grant, False
-            raise self._no_vault(vault) from None
-        log.info("vault %s: granted %s to principal %s", vrow["name"], perm, principal)
-        return GrantInfo(vrow["name"], principal, perm, now), True
+        added = await self.store.add_grant(vault, principal, perm)
+        if added is None:
+            raise self._no_vault(vault)
+        record, new = added
+        if new:
+            log.info("vault %s: granted %s to principal %s", record.vault, perm, principal)
+        return _grant_info(record), new
 
     async def revoke(self, vault: str, principal_id: str, permission: str = "get") -> None:
         """Remove a grant.
@@ -697,43 +584,19 @@ class BuiltinVault:
         check_vault_name(vault)
         principal = check_principal(principal_id)
         perm = check_permission(permission)
-        g = t.vault_grants.c
-        async with self.store.write() as conn:
-            vrow = await self._require_vault(conn, vault)
-            result = await conn.execute(
-                sa.delete(t.vault_grants).where(
-                    g.vault_id == vrow["id"], g.principal_id == principal, g.permission == perm
-                )
-            )
-            removed = int(result.rowcount)
-        if not removed:
+        found = await self._require_vault(vault)
+        if not await self.store.delete_grant(vault, principal, perm):
             raise e.ResourceNotFound(
-                f"The vault {vrow['name']!r} has no {perm!r} grant for principal {principal!r}.",
+                f"The vault {found.name!r} has no {perm!r} grant for principal {principal!r}.",
                 target="principalId",
             )
-        log.info("vault %s: revoked %s from principal %s", vrow["name"], perm, principal)
+        log.info("vault %s: revoked %s from principal %s", found.name, perm, principal)
 
     async def list_grants(self, vault: str) -> list[GrantInfo]:
         """The grants of ``vault``, by principal."""
         check_vault_name(vault)
-        g = t.vault_grants.c
-        async with self.store.read() as conn:
-            vrow = await self._require_vault(conn, vault)
-            rows = (
-                (
-                    await conn.execute(
-                        sa.select(t.vault_grants)
-                        .where(g.vault_id == vrow["id"])
-                        .order_by(g.principal_id, g.permission)
-                    )
-                )
-                .mappings()
-                .all()
-            )
-        return [
-            GrantInfo(vrow["name"], r["principal_id"], r["permission"], as_utc(r["created_at"]))
-            for r in rows
-        ]
+        await self._require_vault(vault)
+        return [_grant_info(r) for r in await self.store.list_grants(vault)]
 
     # -- the resolver face ------------------------------------------------------------------
     def handles(self, identifier: str) -> bool:
@@ -763,51 +626,42 @@ class BuiltinVault:
         ref = parse_secret_identifier(identifier)
         aead = self.aead
         principal = principal_id.strip().lower() if isinstance(principal_id, str) else ""
-        g = t.vault_grants.c
-        columns = (*_METADATA_COLUMNS, t.vault_secrets.c.nonce, t.vault_secrets.c.ciphertext)
         try:
-            async with self.store.read() as conn:
-                vrow = await self._vault_row(conn, ref.vault)
-                if vrow is None:
-                    raise e.SecretNotFound(
-                        f"The secret {identifier!r} was not found: the built-in vault has no "
-                        f"vault {ref.vault!r}."
-                    )
-                granted = (
-                    await conn.execute(
-                        sa.select(g.vault_id).where(
-                            g.vault_id == vrow["id"],
-                            g.principal_id == principal,
-                            g.permission == "get",
-                        )
-                    )
-                ).first()
-                if granted is None or not principal:
-                    raise e.SecretAccessDenied(
-                        f"Access to the secret {identifier!r} is denied: principal "
-                        f"{principal_id!r} has no 'get' permission on vault {vrow['name']!r} "
-                        f"(grant it with `entrepot vault grant {vrow['name']} --principal "
-                        f"{principal_id} --permission get`)."
-                    )
-                row = await self._version_row(conn, vrow["id"], ref.name, ref.version, columns)
-        except (OperationalError, InterfaceError, OSError) as exc:
+            found = await self.store.get_vault(ref.vault)
+            if found is None:
+                raise e.SecretNotFound(
+                    f"The secret {identifier!r} was not found: the built-in vault has no "
+                    f"vault {ref.vault!r}."
+                )
+            if not principal or not await self.store.has_grant(ref.vault, principal, "get"):
+                raise e.SecretAccessDenied(
+                    f"Access to the secret {identifier!r} is denied: principal "
+                    f"{principal_id!r} has no 'get' permission on vault {found.name!r} "
+                    f"(grant it with `entrepot vault grant {found.name} --principal "
+                    f"{principal_id} --permission get`)."
+                )
+            record = await self.store.secret_version(
+                ref.vault, ref.name, ref.version, with_ciphertext=True
+            )
+        except StoreUnavailable as exc:
             raise e.SecretStoreUnavailable(
-                f"The secret {identifier!r} cannot be read: the vault database is unavailable "
-                f"({type(exc).__name__})."
+                f"The secret {identifier!r} cannot be read: {exc}."
             ) from None
-        if row is None:
+        if record is None:
             what = f"version {ref.version} of the secret" if ref.version else "the secret"
             raise e.SecretNotFound(
-                f"The secret {identifier!r} was not found: vault {vrow['name']!r} has no "
+                f"The secret {identifier!r} was not found: vault {found.name!r} has no "
                 f"{what} {ref.name!r}."
             )
-        if not row["enabled"]:
+        if not record.enabled:
             raise e.SecretNotFound(f"The secret {identifier!r} is disabled.")
+        if record.nonce is None or record.ciphertext is None:  # the store broke its contract
+            raise RuntimeError("the vault store returned a secret version without ciphertext")
         try:
             plain = aead.decrypt(
-                bytes(row["nonce"]),
-                bytes(row["ciphertext"]),
-                _aad(vrow["name_key"], row["name_key"], row["version"]),
+                record.nonce,
+                record.ciphertext,
+                _aad(record.vault.lower(), record.name.lower(), record.version),
             )
             return Secret(plain.decode("utf-8"))
         except (InvalidTag, ValueError):
@@ -817,31 +671,12 @@ class BuiltinVault:
             ) from None
 
     # -- helpers ----------------------------------------------------------------------------
-    async def _vault_row(self, conn: AsyncConnection, name: str) -> RowMapping | None:
-        query = sa.select(t.vaults).where(t.vaults.c.name_key == name.lower())
-        return (await conn.execute(query)).mappings().first()
-
-    async def _require_vault(self, conn: AsyncConnection, name: str) -> RowMapping:
-        row = await self._vault_row(conn, name)
-        if row is None:
+    async def _require_vault(self, name: str) -> VaultRecord:
+        found = await self.store.get_vault(name)
+        if found is None:
             raise self._no_vault(name)
-        return row
+        return found
 
     @staticmethod
     def _no_vault(name: str) -> e.ResourceNotFound:
         return e.ResourceNotFound(f"The vault {name!r} does not exist.", target=name)
-
-    @staticmethod
-    async def _version_row(
-        conn: AsyncConnection,
-        vault_id: int,
-        name: str,
-        version: str | None,
-        columns: Sequence[Any],
-    ) -> RowMapping | None:
-        s = t.vault_secrets.c
-        query = sa.select(*columns).where(s.vault_id == vault_id, s.name_key == name.lower())
-        if version is not None:
-            query = query.where(s.version == version)
-        query = query.order_by(s.id.desc()).limit(1)
-        return (await conn.execute(query)).mappings().first()

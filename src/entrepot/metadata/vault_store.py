@@ -52,7 +52,7 @@ _GRANTS_OF_VAULTS = t.vault_grants.join(t.vaults, _v.id == _g.vault_id)
 
 
 class SqlDatabase(Protocol):
-    """What :class:`SqlVaultStore` needs of the metadata database (:class:`~entrepot.metadata.database.Database`).
+    """What :class:`SqlVaultStore` needs of the metadata :class:`Database`.
 
     ``write()`` yields a connection in a transaction that commits when the block ends without
     an exception and rolls back otherwise; ``read()`` yields one that sees committed data.

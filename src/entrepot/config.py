@@ -58,7 +58,8 @@ from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit
 
-from entrepot.errors import ConfigError
+from entrepot.errors import ConfigError, InvalidLoginServer
+from entrepot.oci import parse_login_server
 
 DEFAULT_LISTEN = "127.0.0.1:5000"
 DEFAULT_DATA_DIR = "./entrepot-data"
@@ -155,7 +156,11 @@ class HealthConfig:
 
 @dataclass(frozen=True)
 class UpstreamEndpoint:
-    """``[upstreams."<login server>"]``: where that login server's ``/v2/`` API really is."""
+    """``[upstreams."<login server>"]``: where that login server's ``/v2/`` API really is.
+
+    ``Config.upstreams`` is keyed by the login server in its normal form
+    (:func:`entrepot.oci.parse_login_server`: lower case, IPv6 compressed).
+    """
 
     url: str
 
@@ -390,6 +395,12 @@ def _load_upstreams(table: Any) -> dict[str, UpstreamEndpoint]:
     out: dict[str, UpstreamEndpoint] = {}
     for login_server, entry in table.items():
         where = f'upstreams."{login_server}"'
+        try:
+            key = parse_login_server(login_server).text
+        except InvalidLoginServer as exc:
+            raise ConfigError(f"{where}: {exc.message}") from None
+        if key in out:
+            raise ConfigError(f"{where}: login server {key!r} is configured twice")
         if (
             not isinstance(entry, dict)
             or set(entry) != {"url"}
@@ -399,7 +410,7 @@ def _load_upstreams(table: Any) -> dict[str, UpstreamEndpoint]:
         parts = urlsplit(entry["url"])
         if parts.scheme not in {"http", "https"} or not parts.netloc or parts.query:
             raise ConfigError(f"{where}.url: expected http(s)://HOST[:PORT], got {entry['url']!r}")
-        out[login_server.lower()] = UpstreamEndpoint(url=entry["url"].rstrip("/"))
+        out[key] = UpstreamEndpoint(url=entry["url"].rstrip("/"))
     return out
 
 
@@ -471,10 +482,22 @@ def _validate(config: Config) -> None:
         if not ok:
             raise ConfigError(message)
     for pattern in config.policy.allowed_login_servers:
-        if not re.fullmatch(r"(\*\.)?[a-z0-9.-]+(:\d{1,5})?", pattern):
+        if not _is_login_server_pattern(pattern):
             raise ConfigError(
                 f"policy.allowed_login_servers: {pattern!r} is not a login server or *.domain"
             )
+
+
+def _is_login_server_pattern(pattern: str) -> bool:
+    """Whether ``pattern`` is a login server or ``*.<DNS name>[:port]``, in normal form."""
+    wildcard = pattern.startswith("*.")
+    try:
+        parsed = parse_login_server(pattern[2:] if wildcard else pattern)
+    except InvalidLoginServer:
+        return False
+    if wildcard and parsed.is_address:
+        return False
+    return parsed.text == (pattern[2:] if wildcard else pattern)
 
 
 def is_private_host(host: str) -> bool:

@@ -24,7 +24,10 @@ Exception tree::
     ├── Conflict (409)              TargetConflict, QuotaExceeded, CredentialSetInUse,
     │                               PropertyChangeNotAllowed, OperationInProgress, ResourceExists
     ├── PayloadTooLarge (413)
-    └── InternalError (500)
+    ├── InternalError (500)
+    ├── OCI vocabulary (400, raised by ``oci.py``): NameInvalid, TagInvalid, DigestInvalid,
+    │                               ManifestInvalid; InvalidLoginServer (an InvalidPropertyValue)
+    └── Unsupported (415)           a manifest media type we do not serve (Docker schema 1)
 
 Messages are for people and never contain a secret value; ``code`` strings are stable and
 part of the API.
@@ -267,6 +270,46 @@ class PayloadTooLarge(EntrepotError):
 
 class InternalError(EntrepotError):
     kind = _kind("InternalServerError", 500)
+
+
+# -- OCI vocabulary (entrepot.oci) -----------------------------------------------------------------
+class NameInvalid(BadRequest):
+    """A repository name is not valid under the OCI distribution grammar."""
+
+    kind = _kind("InvalidRepositoryName", 400, "NAME_INVALID")
+
+
+class TagInvalid(BadRequest):
+    """A tag is not ``[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}``."""
+
+    kind = _kind("InvalidTag", 400, "TAG_INVALID")
+
+
+class DigestInvalid(BadRequest):
+    """A digest is malformed, or uses an algorithm we do not support."""
+
+    kind = _kind("InvalidDigest", 400, "DIGEST_INVALID")
+
+
+class ManifestInvalid(BadRequest):
+    """A manifest is not JSON, or lacks or mistypes a field its media type requires."""
+
+    kind = _kind("InvalidManifest", 400, "MANIFEST_INVALID")
+
+
+class InvalidLoginServer(InvalidPropertyValue):
+    """A login server is not ``host[:port]``; on the ARM face an ``InvalidPropertyValue``."""
+
+    kind = _kind("InvalidPropertyValue", 400, "NAME_INVALID")
+
+
+class Unsupported(EntrepotError):
+    """Content of a kind we do not serve, such as a Docker schema 1 manifest.
+
+    415 (Unsupported Media Type), not 405: the method is fine, the media type is not.
+    """
+
+    kind = _kind("UnsupportedMediaType", 415, "UNSUPPORTED")
 
 
 class ConfigError(Exception):

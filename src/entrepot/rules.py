@@ -19,14 +19,16 @@ Contract for callers:
       <login server>/<path>/*         <path>/*      wildcard: every repository below <path>
       <login server>/*                *             wildcard: every repository
 
-  ``<login server>`` is a lowercase host name, an IPv4 address or a bracketed IPv6 address,
-  with an optional ``:port`` (1-65535, no leading zero). Following the Docker convention the
+  ``<login server>`` is a lowercase login server as :mod:`entrepot.oci` defines it (host
+  name, IPv4 address or bracketed IPv6 address, optional ``:port`` 1-65535 without leading
+  zero). Following the Docker convention (:func:`entrepot.oci.looks_like_login_server`) the
   first segment of a source is a login server only if it contains ``.`` or ``:`` or is
   ``localhost``; a source must start with one. ``<path>`` is one or more OCI name components
-  (``[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*``) joined by ``/``. ``*`` may only be the whole last
+  (:func:`entrepot.oci.is_path_component`) joined by ``/``. ``*`` may only be the whole last
   segment. No tag, no digest, no whitespace, no empty segment. The written path of each side
-  (login server excluded, ``/*`` included) is at most 255 characters, so a wildcard accepted
-  here can always match at least one valid repository name.
+  (login server excluded, ``/*`` included) is at most
+  :data:`~entrepot.oci.MAX_REPOSITORY_LENGTH` (255) characters, so a wildcard accepted here
+  can always match at least one valid repository name.
 
 * :func:`overlaps` says whether two rules may not coexist in one registry: wildcard rules whose
   targets are equal or nested (``*`` nests everything), or static rules with equal targets. A
@@ -36,7 +38,8 @@ Contract for callers:
 * :func:`upstream_for` maps a repository pulled from us to the upstream repository a rule
   names, or ``None``. Static rules match their target exactly (no subdirectories); a wildcard
   captures the non-empty rest of the path, slashes included. On Docker Hub
-  (:func:`is_docker_hub`) an upstream repository of one component gets ``library/``. The
+  (:func:`entrepot.oci.is_docker_hub`) an upstream repository of one component gets
+  ``library/`` (:func:`entrepot.oci.docker_hub_repository`). The
   returned ``login_server`` is the rule's, as written: resolving ``docker.io`` to its v2
   endpoint ``registry-1.docker.io`` is the upstream client's job.
 * :class:`RuleIndex` holds the rules of one registry and finds the rule for a repository with
@@ -52,8 +55,6 @@ valid names already (the registry route checks them); they are not validated aga
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -63,15 +64,21 @@ from entrepot.errors import (
     TargetConflict,
     WildcardMismatch,
 )
+from entrepot.oci import (
+    MAX_REPOSITORY_LENGTH,
+    docker_hub_repository,
+    is_docker_hub,
+    is_login_server,
+    is_path_component,
+    looks_like_login_server,
+)
 
 __all__ = [
-    "DOCKER_HUB_LOGIN_SERVERS",
-    "MAX_REPOSITORY_LENGTH",
     "NAMING_CONVENTIONS",
     "RuleIndex",
     "RulePattern",
     "UpstreamRef",
-    "is_docker_hub",
+    "is_docker_hub",  # re-exported from entrepot.oci for existing importers
     "overlaps",
     "parse_rule",
     "target_ancestors",
@@ -84,20 +91,8 @@ NAMING_CONVENTIONS = (
 )
 """The sentence every invalid-source and invalid-target message contains (ACR's wording)."""
 
-MAX_REPOSITORY_LENGTH = 255
-"""Longest repository name (login server excluded), as in the OCI distribution spec."""
-
-DOCKER_HUB_LOGIN_SERVERS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
-"""Login servers that name Docker Hub."""
-
 _SOURCE_FIELD = "properties.sourceRepository"
 _TARGET_FIELD = "properties.targetRepository"
-
-_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*", re.ASCII)
-_HOST_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?", re.ASCII)
-_DIGITS = re.compile(r"[0-9]+", re.ASCII)
-_PORT = re.compile(r"[1-9][0-9]{0,4}", re.ASCII)
-_MAX_HOST_LENGTH = 253
 _MAX_SHOWN = 300
 
 
@@ -168,48 +163,6 @@ def _target_error(value: str, reason: str) -> InvalidTargetRepository:
     )
 
 
-def _valid_port(port: str) -> bool:
-    return _PORT.fullmatch(port) is not None and int(port) <= 65535
-
-
-def _valid_host(host: str) -> bool:
-    if not host or len(host) > _MAX_HOST_LENGTH:
-        return False
-    labels = host.split(".")
-    if _DIGITS.fullmatch(labels[-1]):
-        # A numeric last label is only valid as a dotted-quad IPv4 address.
-        try:
-            ipaddress.IPv4Address(host)
-        except ValueError:
-            return False
-        return True
-    return all(_HOST_LABEL.fullmatch(label) for label in labels)
-
-
-def _valid_login_server(server: str) -> bool:
-    if server.startswith("["):
-        end = server.find("]")
-        if end < 0:
-            return False
-        address, rest = server[1:end], server[end + 1 :]
-        if "%" in address:  # no zone ids
-            return False
-        try:
-            ipaddress.IPv6Address(address)
-        except ValueError:
-            return False
-        return rest == "" or (rest.startswith(":") and _valid_port(rest[1:]))
-    host, colon, port = server.partition(":")
-    if colon and not _valid_port(port):
-        return False
-    return _valid_host(host)
-
-
-def _looks_like_login_server(segment: str) -> bool:
-    """The Docker convention for telling a registry host from a path component."""
-    return "." in segment or ":" in segment or segment == "localhost"
-
-
 def _split_wildcard(value: str) -> tuple[str, bool, str | None]:
     """``(body, wildcard, reason)``: ``body`` is ``value`` without its final ``*`` segment.
 
@@ -235,7 +188,7 @@ def _path_reason(segments: list[str]) -> str | None:
         if ":" in segment:
             tag = segment[segment.index(":") :]
             return f"a tag ({_show(tag)}) is not part of a repository name"
-        if _COMPONENT.fullmatch(segment) is None:
+        if not is_path_component(segment):
             return f"{_show(segment)} is not a valid path component"
     return None
 
@@ -262,13 +215,13 @@ def _parse_source(value: str) -> tuple[str, str, bool]:
     if reason is not None:
         raise _source_error(value, reason)
     login, _, path = body.partition("/")
-    if not login or not _looks_like_login_server(login):
+    if not login or not looks_like_login_server(login):
         raise _source_error(
             value,
             "it must start with the login server of the upstream registry "
             "(a host name containing '.' or ':', or 'localhost')",
         )
-    if not _valid_login_server(login):
+    if not is_login_server(login):
         raise _source_error(value, f"{_show(login)} is not a valid login server")
     if not path and not wildcard:
         if body != login:  # "docker.io/"
@@ -365,14 +318,9 @@ def target_ancestors(target_path: str) -> list[str]:
     return result
 
 
-def is_docker_hub(login_server: str) -> bool:
-    """Whether ``login_server`` names Docker Hub (``docker.io`` and its aliases)."""
-    return login_server.lower() in DOCKER_HUB_LOGIN_SERVERS
-
-
 def _upstream(login_server: str, repository: str) -> UpstreamRef:
-    if "/" not in repository and is_docker_hub(login_server):
-        repository = f"library/{repository}"
+    if is_docker_hub(login_server):
+        repository = docker_hub_repository(repository)
     return UpstreamRef(login_server=login_server, repository=repository)
 
 

@@ -2,16 +2,10 @@
 
 from entrepot.upstream.challenge import Challenge, parse_www_authenticate
 from entrepot.upstream.client import AuthKind, Credentials, LoginResult, UpstreamClient
-from entrepot.upstream.endpoints import (
-    DOCKER_HUB,
-    DOCKER_HUB_ALIASES,
-    normalize_login_server,
-    resolve_endpoint,
-)
+from entrepot.upstream.endpoints import DOCKER_HUB, normalize_login_server, resolve_endpoint
 
 __all__ = [
     "DOCKER_HUB",
-    "DOCKER_HUB_ALIASES",
     "AuthKind",
     "Challenge",
     "Credentials",

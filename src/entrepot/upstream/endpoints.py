@@ -5,51 +5,42 @@ its endpoint is the base URL whose ``/v2/`` the client talks to. In order:
 
 1. a ``[upstreams."<login server>"] url = "<scheme>://<host>[:port]"`` config entry (the only
    way to get plain ``http``; an entry for ``docker.io`` also covers its aliases);
-2. Docker Hub's aliases ``docker.io``, ``index.docker.io`` and ``registry-1.docker.io`` →
+2. Docker Hub's aliases (:data:`entrepot.oci.DOCKER_HUB_ALIASES`) →
    ``https://registry-1.docker.io``;
 3. anything else → ``https://<login server>``.
+
+What a login server is, and its normal form, is :func:`entrepot.oci.parse_login_server`'s.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 
 from yarl import URL
 
 from entrepot.config import UpstreamEndpoint
-from entrepot.errors import InvalidPropertyValue
+from entrepot.oci import DOCKER_HUB_ALIASES, DOCKER_HUB_HOST, parse_login_server
 
-__all__ = ["DOCKER_HUB", "DOCKER_HUB_ALIASES", "normalize_login_server", "resolve_endpoint"]
+__all__ = ["DOCKER_HUB", "normalize_login_server", "resolve_endpoint"]
 
-DOCKER_HUB = URL("https://registry-1.docker.io")
-DOCKER_HUB_ALIASES = ("docker.io", "index.docker.io", "registry-1.docker.io")
-
-_LOGIN_SERVER_RE = re.compile(
-    r"(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*"
-    r"|\[[0-9a-f:.]+\])(?::\d{1,5})?"
-)
+DOCKER_HUB = URL(f"https://{DOCKER_HUB_HOST}")
+"""The endpoint of every Docker Hub alias when no ``[upstreams]`` entry overrides it."""
 
 
 def normalize_login_server(login_server: str) -> str:
-    """``login_server`` lower-cased and checked to be ``host[:port]``.
+    """``login_server`` stripped of surrounding whitespace, in its normal form (lower case).
 
-    :raises InvalidPropertyValue: (target ``loginServer``) for anything else, such as a URL.
+    :raises InvalidLoginServer: (an ``InvalidPropertyValue``, target ``loginServer``) for
+        anything that is not ``host[:port]``, such as a URL or a port above 65535.
     """
-    value = login_server.strip().lower()
-    if not _LOGIN_SERVER_RE.fullmatch(value):
-        raise InvalidPropertyValue(
-            f"{login_server!r} is not a login server (expected HOST or HOST:PORT)",
-            target="loginServer",
-        )
-    return value
+    return parse_login_server(login_server.strip(), target="loginServer").text
 
 
 def resolve_endpoint(login_server: str, upstreams: Mapping[str, UpstreamEndpoint]) -> URL:
     """The base URL (scheme, host, port, no trailing slash) of ``login_server``'s registry API.
 
-    :param upstreams: ``Config.upstreams``: login server (lower case) → endpoint.
-    :raises InvalidPropertyValue: when ``login_server`` is not ``host[:port]``.
+    :param upstreams: ``Config.upstreams``: login server (normal form) → endpoint.
+    :raises InvalidLoginServer: when ``login_server`` is not ``host[:port]``.
     """
     name = normalize_login_server(login_server)
     candidates = [name]

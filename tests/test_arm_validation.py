@@ -605,6 +605,9 @@ CASES: list[Bad] = [
             ("properties-list", NEW, {"properties": []}, "properties"),
             ("login-server-number", NEW_SET, cset(5), "properties.loginServer"),
             ("login-server-bad", NEW_SET, cset("not a host"), "properties.loginServer"),
+            ("login-server-port-99999", NEW_SET, cset("quay.io:99999"), "properties.loginServer"),
+            ("login-server-port-0", NEW_SET, cset("quay.io:0"), "properties.loginServer"),
+            ("login-server-long-label", NEW_SET, cset("a" * 64 + ".io"), "properties.loginServer"),
             ("creds-object", NEW_SET, cset(creds={}), "properties.authCredentials"),
             ("creds-string-item", NEW_SET, cset(creds=["x"]), "properties.authCredentials[0]"),
             ("creds-empty", NEW_SET, cset(creds=[]), "properties.authCredentials"),
@@ -945,6 +948,22 @@ def test_in_use_set_is_free_after_its_rules_go(api: Api) -> None:
     api.ok("DELETE", spath)
     assert api("GET", spath).status_code == 404
     api.ok("DELETE", rule_path("val-busy-2"))
+
+
+def test_registry_names_are_unique_across_resource_groups(api: Api) -> None:
+    """Each registry has its own login server, so a name names one registry on the server."""
+    other_group = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/another-group/providers/Microsoft.ContainerRegistry/registries"
+    body = {"location": "local"}
+    for name in (REGISTRY, REGISTRY.upper()):
+        response = api("PUT", f"{other_group}/{name}", body)
+        assert response.status_code == 409, response.text
+        assert response.json()["error"]["code"] == "ResourceExists"
+        assert "another-group" not in response.json()["error"]["message"]
+        assert api("GET", f"{other_group}/{name}").status_code == 404
+    created = api.ok("PUT", f"{other_group}/unique-name-1", body)
+    assert created["name"] == "unique-name-1"
+    api.ok("DELETE", f"{other_group}/unique-name-1")
+    assert api("GET", f"{other_group}/unique-name-1").status_code == 404
 
 
 def test_delete_of_missing_things_is_204(api: Api) -> None:

@@ -6,7 +6,6 @@ in ``target``; none writes anything.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,12 +20,9 @@ from entrepot.config import (
 )
 from entrepot.metadata.records import RegistryKey
 from entrepot.models import AuthCredential, CredentialName, IdentityProperties, ResourceIdentityType
-from entrepot.rules import RulePattern, is_docker_hub
+from entrepot.oci import is_docker_hub, is_login_server
+from entrepot.rules import RulePattern
 
-LOGIN_SERVER_RE = re.compile(
-    r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}"
-    r"[A-Za-z0-9])?)*(?::[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?$"
-)
 SECRET_ID_MAX = 2048
 
 
@@ -181,7 +177,7 @@ def login_server(value: Any, target: str) -> str:
     :raises InvalidPropertyValue: for anything else.
     """
     text = required_str(value, target).strip()
-    if not LOGIN_SERVER_RE.match(text) or len(text) > 255:
+    if not is_login_server(text):
         raise e.InvalidPropertyValue(
             f"'{target}' must be a registry host name with an optional port, got {text!r}.",
             target=target,

@@ -952,7 +952,10 @@ def test_in_use_set_is_free_after_its_rules_go(api: Api) -> None:
 
 def test_registry_names_are_unique_across_resource_groups(api: Api) -> None:
     """Each registry has its own login server, so a name names one registry on the server."""
-    other_group = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/another-group/providers/Microsoft.ContainerRegistry/registries"
+    other_group = (
+        f"/subscriptions/{SUBSCRIPTION}/resourceGroups/another-group"
+        "/providers/Microsoft.ContainerRegistry/registries"
+    )
     body = {"location": "local"}
     for name in (REGISTRY, REGISTRY.upper()):
         response = api("PUT", f"{other_group}/{name}", body)

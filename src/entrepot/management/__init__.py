@@ -36,7 +36,14 @@ from entrepot.management.credential_sets import CredentialSetHandler, Credential
 from entrepot.management.health import CredentialHealth
 from entrepot.management.operations import OperationRunner
 from entrepot.management.registries import RegistryService
-from entrepot.management.types import Accepted, Actor, OperationStatus, Page, RegistryRef
+from entrepot.management.types import (
+    Accepted,
+    Actor,
+    OperationState,
+    OperationStatus,
+    Page,
+    RegistryRef,
+)
 from entrepot.management.validation import UpstreamPolicy
 from entrepot.management.views import Views
 from entrepot.metadata.protocols import OperationStore, ResourceStore
@@ -47,6 +54,7 @@ __all__ = [
     "Accepted",
     "Actor",
     "Management",
+    "OperationState",
     "OperationStatus",
     "Page",
     "RegistryRef",
@@ -127,7 +135,7 @@ class Management:
             id=op.id,
             resource_id=op.resource_id,
             action=op.action.value,
-            status=op.status.value,
+            status=op.status,
             start_time=op.started_at,
             end_time=op.ended_at,
             error_code=op.error_code,

@@ -11,7 +11,11 @@ from typing import Any
 from entrepot import errors as e
 from entrepot.management.children import ResourcePaths, check_idle
 from entrepot.management.types import Accepted, Actor, Page, RegistryRef
-from entrepot.management.validation import require_object, validate_registry_ref
+from entrepot.management.validation import (
+    require_object,
+    validate_registry_ref,
+    validate_resource_group,
+)
 from entrepot.metadata.database import utcnow
 from entrepot.metadata.protocols import ResourceTx
 from entrepot.metadata.records import (
@@ -57,7 +61,7 @@ class RegistryService:
         return self.paths.views.registry(row)
 
     async def list(self, subscription: str, resource_group: str, after: str) -> Page[Registry]:
-        validate_registry_ref(RegistryRef(subscription, resource_group, "xxxxx"))
+        validate_resource_group(subscription, resource_group)
         async with self.paths.store.read() as tx:
             rows = await tx.registries(
                 subscription, resource_group, after, self.paths.page_size + 1

@@ -6,12 +6,12 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from entrepot.metadata.records import RegistryKey
+from entrepot.metadata.records import OperationState, RegistryKey
 from entrepot.models import CreatedByType, registry_resource_id
 
 T = TypeVar("T")
 
-__all__ = ["Accepted", "Actor", "OperationStatus", "Page", "RegistryRef"]
+__all__ = ["Accepted", "Actor", "OperationState", "OperationStatus", "Page", "RegistryRef"]
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class OperationStatus:
     id: str
     resource_id: str
     action: str
-    status: str
+    status: OperationState
     start_time: dt.datetime
     end_time: dt.datetime | None
     error_code: str | None

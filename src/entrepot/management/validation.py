@@ -36,17 +36,23 @@ def validate_name(value: str, what: str) -> None:
         )
 
 
-def validate_registry_ref(ref: RegistryKey) -> None:
-    if not SUBSCRIPTION_RE.match(ref.subscription):
+def validate_resource_group(subscription: str, resource_group: str) -> None:
+    """:raises InvalidResourceName: for a malformed subscription id or resource group name."""
+    if not SUBSCRIPTION_RE.match(subscription):
         raise e.InvalidResourceName(
-            f"The subscription id {ref.subscription!r} is invalid.", target="subscriptionId"
+            f"The subscription id {subscription!r} is invalid.", target="subscriptionId"
         )
-    if not RESOURCE_GROUP_RE.match(ref.resource_group) or ref.resource_group.endswith("."):
+    if not RESOURCE_GROUP_RE.match(resource_group) or resource_group.endswith("."):
         raise e.InvalidResourceName(
-            f"The resource group name {ref.resource_group!r} is invalid: 1 to 90 letters, digits, "
+            f"The resource group name {resource_group!r} is invalid: 1 to 90 letters, digits, "
             "'-', '_', '.', '(' or ')', not ending in '.'.",
             target="resourceGroupName",
         )
+
+
+def validate_registry_ref(ref: RegistryKey) -> None:
+    """:raises InvalidResourceName: for a malformed subscription, resource group or name."""
+    validate_resource_group(ref.subscription, ref.resource_group)
     validate_name(ref.name, "registry")
 
 

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from entrepot.metadata import schema as t
 from entrepot.metadata.database import Database, utcnow
-from entrepot.metadata.records import OperationRecord
+from entrepot.metadata.records import OperationRecord, OperationState
 from entrepot.metadata.resources import _GET_OPERATION, operation_record
 
 __all__ = ["SqlOperationStore", "operation_lease_key"]
@@ -46,7 +46,7 @@ class SqlOperationStore:
                 t.operations.outerjoin(t.leases, lease.key == sa.literal(LEASE_PREFIX) + o.id)
             )
             .where(
-                o.status == "InProgress",
+                o.status == OperationState.IN_PROGRESS.value,
                 sa.or_(lease.key.is_(None), lease.expires < utcnow()),
             )
             .order_by(o.started_at)

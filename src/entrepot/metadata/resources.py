@@ -425,7 +425,11 @@ class ResourceTransaction:
         o = t.operations.c
         query = (
             sa.select(o.id)
-            .where(o.resource_kind == kind.value, o.row_id == row_id, o.status == "InProgress")
+            .where(
+                o.resource_kind == kind.value,
+                o.row_id == row_id,
+                o.status == OperationState.IN_PROGRESS.value,
+            )
             .limit(1)
         )
         row = (await self._conn.execute(query)).first()

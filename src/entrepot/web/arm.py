@@ -39,6 +39,7 @@ from entrepot.management import (
     Accepted,
     Actor,
     Management,
+    OperationState,
     OperationStatus,
     Page,
     RegistryRef,
@@ -327,15 +328,17 @@ class ArmApi:
         op = await self.management.get_operation(route.resource_id, route.op_id)
         retry = {"Retry-After": str(self.config.arm.retry_after)}
         if route.op_segment == "operationresults":
-            if op.status == "InProgress":
+            if op.status is OperationState.IN_PROGRESS:
                 location = self._op_url(request, op.resource_id, "operationResults", op.id, version)
                 return web.Response(status=202, headers={"Location": location, **retry})
-            if op.status == "Succeeded":
+            if op.status is OperationState.SUCCEEDED:
                 return web.Response(status=204)
             status = ERROR_STATUS.get(op.error_code or "", 500)
             body = {"error": {"code": op.error_code, "message": op.error_message}}
             return json_response(status if status >= 400 else 500, body)
-        return json_response(200, _status_body(op), retry if op.status == "InProgress" else None)
+        return json_response(
+            200, _status_body(op), retry if op.status is OperationState.IN_PROGRESS else None
+        )
 
 
 def _status_body(op: OperationStatus) -> dict[str, Any]:

@@ -99,6 +99,14 @@ class ServerConfig:
             host = f"[{host}]"
         return f"{host}:{port}"
 
+    @property
+    def base_url(self) -> str:
+        """Where clients reach this server: ``public_url``, else ``http://`` + the listen address
+        (wildcards as loopback); no trailing slash. The one source of absolute URLs."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        return f"http://{self.local_address}"
+
 
 @dataclass(frozen=True)
 class DatabaseConfig:

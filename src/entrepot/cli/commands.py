@@ -146,9 +146,7 @@ def _load(config_file: Path | None) -> Config:
 
 def server_url(config: Config) -> str:
     """The base URL of the server described by ``config``."""
-    if config.server.public_url:
-        return config.server.public_url.rstrip("/")
-    return f"http://{config.server.local_address}"
+    return config.server.base_url
 
 
 def connection(config_file: Path | None) -> tuple[str, str]:

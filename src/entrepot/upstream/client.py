@@ -1,9 +1,11 @@
 """The upstream registry client: login, Bearer tokens, and authorised requests.
 
-Layers, each a method, from the wire up::
+Layers, from the wire up::
 
-    _transport      one HTTP exchange; transport failures → UpstreamUnreachable/UpstreamTlsError
-    _send           follows redirects by hand; ``Authorization`` never leaves the first origin
+    Transport.send  one HTTP exchange (swappable; :class:`AiohttpTransport` by default);
+                    transport failures → UpstreamUnreachable/UpstreamTlsError/UpstreamError
+    _send           follows redirects by hand, one ``Transport.send`` per hop;
+                    ``Authorization`` never leaves the first origin
     _send_retrying  GET/HEAD retried with backoff on connection failures, 502/503/504 and
                     429 (honouring ``Retry-After``); then 429 → UpstreamTooManyRequests and
                     other 5xx → UpstreamError
@@ -36,11 +38,12 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import json
 import logging
 import re
 import secrets
-import ssl
 import time
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -57,8 +60,11 @@ from entrepot.errors import (
     UpstreamTooManyRequests,
     UpstreamUnreachable,
 )
+from entrepot.upstream.aiohttp_transport import AiohttpTransport
 from entrepot.upstream.challenge import Challenge, parse_www_authenticate
 from entrepot.upstream.endpoints import normalize_login_server, resolve_endpoint
+from entrepot.upstream.response import UpstreamResponse, hostport
+from entrepot.upstream.transport import Timeouts, Transport
 
 __all__ = ["AuthKind", "Credentials", "LoginResult", "UpstreamClient"]
 
@@ -73,6 +79,8 @@ CLIENT_ID = "entrepot"
 USER_AGENT = "entrepot"
 DEFAULT_TOKEN_LIFETIME = 60.0
 MAX_REDIRECTS = 10
+MAX_TOKEN_BODY = 1024 * 1024
+"""The most bytes read of a token server's answer (real ones send a few kilobytes)."""
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _RETRY_STATUSES = frozenset({502, 503, 504})
 _REPOSITORY_SCOPE_RE = re.compile(r"repository(?:\([^)]*\))?:(?P<name>[^:\s]+):[^\s]*")
@@ -123,10 +131,14 @@ class UpstreamClient:
     """Talks to upstream registries on behalf of entrepot.
 
     One instance is shared by the whole process: it caches each endpoint's challenge and the
-    Bearer tokens. It does not own ``session`` (the caller closes it); redirects are followed
-    here, whatever the session's defaults.
+    Bearer tokens. It does not own its transport (the caller closes it, or the session it was
+    made from). Redirects are followed here, one :meth:`Transport.send
+    <entrepot.upstream.transport.Transport.send>` per hop, whatever the transport's defaults.
 
-    :param session: the HTTP session; its connector decides TLS trust (system CAs by default).
+    :param transport: the :class:`~entrepot.upstream.transport.Transport` every exchange goes
+        through; an ``aiohttp.ClientSession`` is wrapped in an :class:`AiohttpTransport
+        <entrepot.upstream.aiohttp_transport.AiohttpTransport>` (its connector decides TLS
+        trust: system CAs by default).
     :param upstreams: ``Config.upstreams`` (login server → endpoint URL).
     :param timeout: seconds for connecting, and for each whole small exchange (ping, token);
         for :meth:`request` it bounds the connect and each read, not the whole body.
@@ -137,7 +149,7 @@ class UpstreamClient:
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        transport: Transport | aiohttp.ClientSession,
         upstreams: Mapping[str, UpstreamEndpoint],
         *,
         timeout: float = 15,
@@ -145,7 +157,9 @@ class UpstreamClient:
         backoff: float = 0.25,
         max_retry_after: float = 10.0,
     ) -> None:
-        self._session = session
+        if isinstance(transport, aiohttp.ClientSession):
+            transport = AiohttpTransport(transport)
+        self._transport = transport
         self._upstreams = upstreams
         self._timeout = timeout
         self._retries = max(0, retries)
@@ -247,15 +261,16 @@ class UpstreamClient:
         credentials: Credentials | None,
         scope: str | None = None,
         headers: Mapping[str, str] | None = None,
-    ) -> aiohttp.ClientResponse:
+    ) -> UpstreamResponse:
         """Send ``method path`` (``/v2/...``) to ``login_server``, authenticating as needed.
 
         Sends the ``Authorization`` the endpoint is known to want; on a 401 with a challenge
         it authenticates (Bearer: for the challenge's ``scope``, else ``scope``) and sends once
         more. Redirects are followed; ``Authorization`` is dropped when one leaves the
-        endpoint's origin (scheme, host, port). The body is not read: the caller must read or
-        ``release()`` the response. Any status but 429 and 5xx is returned, including a final
-        401 (no access), 403 and 404.
+        endpoint's origin (scheme, host, port). The body is not read: the caller reads it
+        (:meth:`UpstreamResponse.read`, :meth:`UpstreamResponse.iter_chunks`) or closes the
+        response, best with ``async with``. Its ``url`` is the last hop's. Any status but 429
+        and 5xx is returned, including a final 401 (no access), 403 and 404.
 
         :raises UpstreamAuthenticationFailed: the token server refused the credentials.
         :raises UpstreamTooManyRequests: 429 after the retries.
@@ -280,7 +295,7 @@ class UpstreamClient:
         if new.kind == "basic" and credentials is None:
             self._schemes[str(endpoint)] = new
             return resp
-        resp.release()
+        await resp.close()
         self._schemes[str(endpoint)] = new
         wanted = challenge.get("scope") or scope
         value, _ = await self._authorization(
@@ -486,21 +501,24 @@ class UpstreamClient:
         if scopes:
             form["scope"] = " ".join(scopes)
         resp = await self._send(
-            "POST", realm, {"Content-Type": "application/x-www-form-urlencoded"}, data=form
+            "POST",
+            realm,
+            {"Content-Type": "application/x-www-form-urlencoded"},
+            body=urllib.parse.urlencode(form).encode(),
         )
         async with resp:
-            _raise_for_status(name, resp)
+            await _raise_for_status(name, resp)
             return await self._token_response(name, resp, credentials, started, "POST")
 
     async def _token_response(
         self,
         name: str,
-        resp: aiohttp.ClientResponse,
+        resp: UpstreamResponse,
         credentials: Credentials | None,
         started: float,
         method: str,
     ) -> _Token:
-        host = _hostport(resp.url)
+        host = hostport(resp.url)
         if resp.status in (401, 403):
             raise _refused(name, credentials, token_server=True)
         if resp.status == 400:
@@ -515,21 +533,19 @@ class UpstreamClient:
             raise UpstreamError(
                 f"The token server of upstream {name} ({host}) answered {resp.status}."
             )
+        raw = await resp.read(limit=MAX_TOKEN_BODY)
         try:
-            body = await resp.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _transport_error(exc, resp.url, self._timeout) from None
+            body = json.loads(raw) if raw.strip() else None
         except ValueError:
             raise UpstreamError(
                 f"The token server of upstream {name} ({host}) did not answer JSON."
             ) from None
-        value = None
-        if isinstance(body, dict):
-            value = body.get("token") or body.get("access_token")
+        fields: dict[str, object] = body if isinstance(body, dict) else {}
+        value = fields.get("token") or fields.get("access_token")
         if not isinstance(value, str) or not value:
             raise UpstreamError(f"The token server of upstream {name} ({host}) sent no token.")
         lifetime = DEFAULT_TOKEN_LIFETIME
-        expires_in = body.get("expires_in")
+        expires_in = fields.get("expires_in")
         if (
             isinstance(expires_in, int | float)
             and not isinstance(expires_in, bool)
@@ -548,7 +564,7 @@ class UpstreamClient:
         headers: Mapping[str, str],
         *,
         stream: bool = False,
-    ) -> aiohttp.ClientResponse:
+    ) -> UpstreamResponse:
         """``_send`` with retries for GET/HEAD; raises for 429 and 5xx."""
         tries = 1 + (self._retries if method in ("GET", "HEAD") else 0)
         delay = self._backoff
@@ -573,9 +589,9 @@ class UpstreamClient:
                 if wait > self._max_retry_after:
                     wait = None
             if wait is None or last:
-                _raise_for_status(_hostport(url), resp)
+                await _raise_for_status(hostport(url), resp)
                 return resp
-            resp.release()
+            await resp.close()
             log.debug("upstream %s answered %s; retrying in %.2f s", url.host, resp.status, wait)
             await asyncio.sleep(wait)
             delay *= 2
@@ -587,60 +603,35 @@ class UpstreamClient:
         url: URL,
         headers: Mapping[str, str],
         *,
-        data: Mapping[str, str] | None = None,
+        body: bytes | None = None,
         stream: bool = False,
-    ) -> aiohttp.ClientResponse:
-        """One request, redirects followed; ``Authorization`` is not sent to another origin."""
+    ) -> UpstreamResponse:
+        """One request, redirects followed (one transport exchange per hop); ``Authorization``
+        is not sent to another origin."""
         origin = _origin(url)
         hdrs = {"User-Agent": USER_AGENT, **headers}
+        timeouts = Timeouts.stream(self._timeout) if stream else Timeouts.exchange(self._timeout)
         for _ in range(MAX_REDIRECTS + 1):
-            resp = await self._transport(method, url, hdrs, data, stream)
+            resp = await self._transport.send(method, url, hdrs, body, timeouts=timeouts)
             location = resp.headers.get("Location")
             if resp.status not in _REDIRECTS or not location:
                 return resp
-            resp.release()
+            await resp.close()
             try:
                 target = url.join(URL(location))
             except ValueError:
                 raise UpstreamError(
-                    f"The upstream {_hostport(url)} redirected to an invalid URL."
+                    f"The upstream {hostport(url)} redirected to an invalid URL."
                 ) from None
             if target.scheme not in ("http", "https") or not target.host:
-                raise UpstreamError(f"The upstream {_hostport(url)} redirected to a non-http URL.")
+                raise UpstreamError(f"The upstream {hostport(url)} redirected to a non-http URL.")
             if resp.status == 303 or (resp.status in (301, 302) and method == "POST"):
-                method, data = "GET", None
+                method, body = "GET", None
                 hdrs.pop("Content-Type", None)
             if _origin(target) != origin:
                 hdrs = {k: v for k, v in hdrs.items() if k.lower() != "authorization"}
             url = target
-        raise UpstreamError(f"The upstream {_hostport(url)} redirected too many times.")
-
-    async def _transport(
-        self,
-        method: str,
-        url: URL,
-        headers: Mapping[str, str],
-        data: Mapping[str, str] | None,
-        stream: bool,
-    ) -> aiohttp.ClientResponse:
-        if stream:
-            timeout = aiohttp.ClientTimeout(
-                total=None, sock_connect=self._timeout, sock_read=self._timeout
-            )
-        else:
-            timeout = aiohttp.ClientTimeout(total=self._timeout)
-        try:
-            return await self._session.request(
-                method,
-                url,
-                headers=headers,
-                data=data,
-                allow_redirects=False,
-                raise_for_status=False,
-                timeout=timeout,
-            )
-        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
-            raise _transport_error(exc, url, self._timeout) from None
+        raise UpstreamError(f"The upstream {hostport(url)} redirected too many times.")
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -652,13 +643,6 @@ def _join(endpoint: URL, path: str) -> URL:
 
 def _origin(url: URL) -> tuple[str, str, int | None]:
     return (url.scheme, (url.host or "").lower(), url.port)
-
-
-def _hostport(url: URL) -> str:
-    host = url.host or "?"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{host}:{url.port}" if url.port is not None and not url.is_default_port() else host
 
 
 def _basic(credentials: Credentials) -> str:
@@ -726,19 +710,19 @@ def _retry_after(headers: CIMultiDictProxy[str]) -> float | None:
     return None
 
 
-def _raise_for_status(host: str, resp: aiohttp.ClientResponse) -> None:
-    """429 → UpstreamTooManyRequests, 5xx → UpstreamError (the response is released)."""
+async def _raise_for_status(host: str, resp: UpstreamResponse) -> None:
+    """429 → UpstreamTooManyRequests, 5xx → UpstreamError (the response is closed)."""
     if resp.status == 429:
         retry_after = _retry_after(resp.headers)
-        resp.release()
+        await resp.close()
         hint = f"; retry after {retry_after:.0f} s" if retry_after is not None else ""
         raise UpstreamTooManyRequests(
             f"The upstream {host} is rate-limiting requests (429 Too Many Requests{hint})."
         )
     if resp.status >= 500:
-        resp.release()
+        await resp.close()
         raise UpstreamError(
-            f"The upstream {host} answered {resp.status} {resp.reason or ''}".rstrip() + "."
+            f"The upstream {host} answered {resp.status} {resp.reason}".rstrip() + "."
         )
 
 
@@ -759,40 +743,13 @@ def _refused(
     )
 
 
-async def _oauth_error(resp: aiohttp.ClientResponse) -> str | None:
+async def _oauth_error(resp: UpstreamResponse) -> str | None:
+    """The ``error`` of an OAuth2 error answer (RFC 6749 §5.2), if it is a plain code."""
     try:
-        body = await resp.json(content_type=None)
-    except (ValueError, aiohttp.ClientError, TimeoutError):
+        body = json.loads(await resp.read(limit=MAX_TOKEN_BODY))
+    except (ValueError, UpstreamError):
         return None
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, str) and _OAUTH_ERROR_RE.fullmatch(error):
         return error
     return None
-
-
-def _transport_error(exc: BaseException, url: URL, timeout: float) -> UpstreamError:
-    """A domain error for a failed exchange with ``url``; names the host, nothing secret."""
-    host = _hostport(url)
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        cert_error = exc.certificate_error
-        reason = getattr(cert_error, "verify_message", None) or type(cert_error).__name__
-        return UpstreamTlsError(f"The TLS certificate of upstream {host} is not trusted: {reason}.")
-    if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError):
-        inner = exc.os_error if isinstance(exc, aiohttp.ClientConnectorError) else exc
-        reason = getattr(inner, "reason", None) or getattr(inner, "verify_message", None)
-        detail = f": {reason}" if isinstance(reason, str) else ""
-        return UpstreamTlsError(f"The TLS handshake with upstream {host} failed{detail}.")
-    if isinstance(exc, TimeoutError):
-        return UpstreamUnreachable(f"The upstream {host} did not answer within {timeout:g} s.")
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return UpstreamUnreachable(f"The name of upstream {host} does not resolve.")
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        reason = exc.os_error.strerror or type(exc.os_error).__name__
-        return UpstreamUnreachable(f"Cannot connect to upstream {host}: {reason}.")
-    if isinstance(exc, aiohttp.ClientConnectionError | ConnectionError):
-        return UpstreamUnreachable(
-            f"The connection to upstream {host} failed ({type(exc).__name__})."
-        )
-    if isinstance(exc, aiohttp.InvalidURL | ValueError):
-        return UpstreamError(f"The URL of upstream {host} is invalid.")
-    return UpstreamError(f"The request to upstream {host} failed ({type(exc).__name__}).")

@@ -1,0 +1,137 @@
+"""The production :class:`~entrepot.upstream.transport.Transport`, over an aiohttp session.
+
+The only module of :mod:`entrepot.upstream` that sees ``aiohttp.ClientResponse``: it turns
+one into an :class:`~entrepot.upstream.response.UpstreamResponse` and aiohttp's exceptions
+into domain errors.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Mapping
+
+import aiohttp
+from yarl import URL
+
+from entrepot.errors import UpstreamError, UpstreamTlsError, UpstreamUnreachable
+from entrepot.upstream.response import UpstreamResponse, hostport
+from entrepot.upstream.transport import Timeouts
+
+__all__ = ["AiohttpTransport"]
+
+_FAILURES = (aiohttp.ClientError, OSError, TimeoutError, ValueError)
+
+
+class AiohttpTransport:
+    """Sends each request through ``session`` (its connector pools connections and decides
+    TLS trust: system CAs by default), with aiohttp's own redirects switched off. A body with
+    a ``Content-Encoding`` (gzip, deflate) is decoded, as the session does by default.
+
+    :param session: the session to use; :meth:`close` closes it only if ``owns_session``.
+    :param owns_session: whether :meth:`close` closes ``session``.
+    """
+
+    def __init__(self, session: aiohttp.ClientSession, *, owns_session: bool = False) -> None:
+        self._session = session
+        self._owns_session = owns_session
+
+    async def send(
+        self,
+        method: str,
+        url: URL,
+        headers: Mapping[str, str],
+        body: bytes | None = None,
+        *,
+        timeouts: Timeouts,
+    ) -> UpstreamResponse:
+        """One exchange (see :class:`~entrepot.upstream.transport.Transport`)."""
+        client_timeout = aiohttp.ClientTimeout(
+            total=timeouts.total, sock_connect=timeouts.connect, sock_read=timeouts.read
+        )
+        try:
+            resp = await self._session.request(
+                method,
+                url,
+                headers=dict(headers),
+                data=body,
+                allow_redirects=False,
+                raise_for_status=False,
+                timeout=client_timeout,
+            )
+        except _FAILURES as exc:
+            raise transport_error(exc, url, timeouts.shortest) from None
+        return UpstreamResponse(
+            resp.status,
+            resp.headers,
+            resp.url,
+            _AiohttpBody(resp, timeouts.shortest),
+            reason=resp.reason or "",
+        )
+
+    async def close(self) -> None:
+        """Close the session if this transport owns it."""
+        if self._owns_session and not self._session.closed:
+            await self._session.close()
+
+
+class _AiohttpBody:
+    """The :class:`~entrepot.upstream.response.ResponseBody` of an ``aiohttp.ClientResponse``."""
+
+    def __init__(self, resp: aiohttp.ClientResponse, timeout: float | None) -> None:
+        self._resp = resp
+        self._timeout = timeout
+        self._eof = False
+
+    async def read_chunk(self, size: int) -> bytes:
+        if self._eof:
+            return b""
+        try:
+            chunk = await self._resp.content.read(size)
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise transport_error(exc, self._resp.url, self._timeout) from None
+        except ValueError:  # a Content-Encoding that does not decode
+            raise UpstreamError(
+                f"The body sent by upstream {hostport(self._resp.url)} could not be decoded."
+            ) from None
+        if not chunk:
+            self._eof = True
+        return chunk
+
+    async def close(self) -> None:
+        # release() puts the connection back in the pool only when the whole body has come
+        # off the wire (unread bytes already buffered do not matter); otherwise aiohttp closes
+        # it. So a small 401 or 307 closed unread keeps its connection, a big blob does not.
+        self._resp.release()
+
+
+def transport_error(exc: BaseException, url: URL, timeout: float | None) -> UpstreamError:
+    """A domain error for a failed exchange with ``url``; names the host, nothing secret."""
+    host = hostport(url)
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        cert_error = exc.certificate_error
+        reason = getattr(cert_error, "verify_message", None) or type(cert_error).__name__
+        return UpstreamTlsError(f"The TLS certificate of upstream {host} is not trusted: {reason}.")
+    if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError):
+        inner = exc.os_error if isinstance(exc, aiohttp.ClientConnectorError) else exc
+        reason = getattr(inner, "reason", None) or getattr(inner, "verify_message", None)
+        detail = f": {reason}" if isinstance(reason, str) else ""
+        return UpstreamTlsError(f"The TLS handshake with upstream {host} failed{detail}.")
+    if isinstance(exc, TimeoutError):
+        within = f" within {timeout:g} s" if timeout is not None else " in time"
+        return UpstreamUnreachable(f"The upstream {host} did not answer{within}.")
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return UpstreamUnreachable(f"The name of upstream {host} does not resolve.")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        reason = exc.os_error.strerror or type(exc.os_error).__name__
+        return UpstreamUnreachable(f"Cannot connect to upstream {host}: {reason}.")
+    if isinstance(exc, aiohttp.ClientConnectionError | ConnectionError):
+        return UpstreamUnreachable(
+            f"The connection to upstream {host} failed ({type(exc).__name__})."
+        )
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return UpstreamUnreachable(
+            f"The body sent by upstream {host} was cut short or malformed ({type(exc).__name__})."
+        )
+    if isinstance(exc, aiohttp.InvalidURL | ValueError):
+        return UpstreamError(f"The URL of upstream {host} is invalid.")
+    return UpstreamError(f"The request to upstream {host} failed ({type(exc).__name__}).")

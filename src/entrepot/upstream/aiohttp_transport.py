@@ -28,12 +28,21 @@ class AiohttpTransport:
     a ``Content-Encoding`` (gzip, deflate) is decoded, as the session does by default.
 
     :param session: the session to use; :meth:`close` closes it only if ``owns_session``.
+        Without one, the transport opens its own on first use (inside the running event loop,
+        where aiohttp wants it) and owns it.
     :param owns_session: whether :meth:`close` closes ``session``.
     """
 
-    def __init__(self, session: aiohttp.ClientSession, *, owns_session: bool = False) -> None:
+    def __init__(
+        self, session: aiohttp.ClientSession | None = None, *, owns_session: bool = False
+    ) -> None:
         self._session = session
-        self._owns_session = owns_session
+        self._owns_session = owns_session or session is None
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None or (self._session.closed and self._owns_session):
+            self._session = aiohttp.ClientSession()
+        return self._session
 
     async def send(
         self,
@@ -49,7 +58,7 @@ class AiohttpTransport:
             total=timeouts.total, sock_connect=timeouts.connect, sock_read=timeouts.read
         )
         try:
-            resp = await self._session.request(
+            resp = await self._open().request(
                 method,
                 url,
                 headers=dict(headers),
@@ -70,7 +79,7 @@ class AiohttpTransport:
 
     async def close(self) -> None:
         """Close the session if this transport owns it."""
-        if self._owns_session and not self._session.closed:
+        if self._owns_session and self._session is not None and not self._session.closed:
             await self._session.close()
 
 

@@ -204,7 +204,7 @@ class Management:
         store: MetadataStore,
         arm: ArmConfig,
         policy: PolicyConfig,
-        login_server: str,
+        login_server: Callable[[str], str],
         *,
         lease_seconds: float = 10.0,
         resolvers: Resolvers | None = None,
@@ -1107,7 +1107,7 @@ class Management:
             location=row["location"],
             tags=json.loads(row["tags"]),
             sku=Sku(name=SkuName(row["sku"]), tier=row["sku"]),
-            login_server=self.login_server,
+            login_server=self.login_server(row["name"]),
             creation_date=as_utc(row["created_at"]),
             provisioning_state=ProvisioningState(row["provisioning_state"]),
         )

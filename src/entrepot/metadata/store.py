@@ -174,6 +174,17 @@ class MetadataStore:
         )
         return (await conn.execute(query)).mappings().all()
 
+    async def registry_names(
+        self, conn: AsyncConnection, name: str | None = None, limit: int = 2
+    ) -> list[str]:
+        """Names of at most ``limit`` registries of any subscription and group, in name order;
+        only those named ``name`` (case-insensitive) when it is given."""
+        r = t.registries.c
+        query = sa.select(r.name).order_by(r.name_key, r.id).limit(limit)
+        if name is not None:
+            query = query.where(r.name_key == name.lower())
+        return [str(x) for x in (await conn.execute(query)).scalars()]
+
     async def all_registry_ids(self, conn: AsyncConnection) -> list[int]:
         return [int(x) for x in (await conn.execute(sa.select(t.registries.c.id))).scalars()]
 

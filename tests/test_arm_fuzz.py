@@ -2,7 +2,8 @@
 
 Whatever is sent — random JSON, wrongly typed properties, unicode and ``%2F`` in names, random
 methods, path suffixes, query strings and tokens — the server must answer below 500, with an
-``x-ms-request-id``, and every error must be an ARM JSON error with a code. Random sequences of
+``x-ms-request-id``, and every error must be an ARM JSON error with a code (under ``/v2/``, the
+registry face, OCI JSON with ``Docker-Distribution-API-Version`` instead). Random sequences of
 operations on a few rules and sets must also keep the registry consistent: every credential-set
 reference resolves, and no two rules overlap.
 
@@ -82,6 +83,9 @@ class Client:
 def check_invariants(method: str, what: str, response: requests.Response) -> None:
     where = f"{method} {what[:300]} -> {response.status_code} {response.text[:300]}"
     assert response.status_code < 500, where
+    if what == "/v2" or what.startswith(("/v2/", "/v2?")):  # the registry face: OCI, not ARM
+        check_oci_invariants(method, where, response)
+        return
     assert response.headers.get("x-ms-request-id"), where
     if response.status_code >= 400 and method != "HEAD":
         assert response.headers.get("Content-Type", "").startswith("application/json"), where
@@ -99,6 +103,20 @@ def check_invariants(method: str, what: str, response: requests.Response) -> Non
     if method == "DELETE" and response.status_code == 202:
         assert response.headers.get("Location", "").startswith("http"), where
     assert response.status_code != 200 or method != "DELETE", where  # the SDK rejects it
+
+
+def check_oci_invariants(method: str, where: str, response: requests.Response) -> None:
+    assert response.headers.get("Docker-Distribution-API-Version") == "registry/2.0", where
+    assert response.headers.get("X-Request-Id"), where
+    assert "x-ms-request-id" not in response.headers, where
+    if response.status_code >= 400 and method != "HEAD":
+        assert response.headers.get("Content-Type", "").startswith("application/json"), where
+        body = response.json()
+        assert isinstance(body, dict) and set(body) == {"errors"}, where
+        for error in body["errors"]:
+            assert set(error) == {"code", "message", "detail"}, where
+            assert isinstance(error["code"], str) and error["code"].isupper(), where
+            assert isinstance(error["message"], str) and error["message"], where
 
 
 @pytest.fixture(scope="module")

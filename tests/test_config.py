@@ -428,3 +428,52 @@ def test_mask_url_leaves_urls_without_password_alone() -> None:
         mask_url("sqlite+aiosqlite:////data/entrepot.db") == "sqlite+aiosqlite:////data/entrepot.db"
     )
     assert mask_url("postgresql://user:pw@db/x") == "postgresql://user:***@db/x"
+
+
+# -- registry addressing ([server] registry_domain, default_registry) ---------------------------
+def test_registry_addressing_keys(tmp_path: Path) -> None:
+    assert (Config().server.registry_domain, Config().server.default_registry) == ("", "")
+    toml = '[server]\nregistry_domain = "Cache.Example.com"\ndefault_registry = "My-Registry"\n'
+    server = load_config(write(tmp_path, toml), env={}).server
+    assert (server.registry_domain, server.default_registry) == ("Cache.Example.com", "My-Registry")
+    env = {
+        "ENTREPOT_SERVER_REGISTRY_DOMAIN": "localhost",
+        "ENTREPOT_SERVER_DEFAULT_REGISTRY": "other-registry",
+    }
+    server = load_config(write(tmp_path, toml), env=env).server
+    assert (server.registry_domain, server.default_registry) == ("localhost", "other-registry")
+    data = load_config(write(tmp_path, toml), env={}).sanitized()
+    assert data["server"]["registry_domain"] == "Cache.Example.com"
+    assert data["server"]["default_registry"] == "My-Registry"
+    for valid in ("a.b", "x-1.example.com", "cache.example.com", "a" * 63 + ".example"):
+        load_config(env={"ENTREPOT_SERVER_REGISTRY_DOMAIN": valid})
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("registry_domain", "https://cache.example.com"),
+        ("registry_domain", "cache.example.com:443"),
+        ("registry_domain", "*.cache.example.com"),
+        ("registry_domain", ".cache.example.com"),
+        ("registry_domain", "cache.example.com."),
+        ("registry_domain", "cache..example.com"),
+        ("registry_domain", "-cache.example.com"),
+        ("registry_domain", "cache_1.example.com"),
+        ("registry_domain", "cache.example.com/v2"),
+        ("registry_domain", "127.0.0.1"),
+        ("registry_domain", "[::1]"),
+        ("registry_domain", "a" * 64 + ".example.com"),
+        ("registry_domain", ("abcdefghi." * 20) + "com"),
+        ("default_registry", "abc"),
+        ("default_registry", "my_registry"),
+        ("default_registry", "my.registry"),
+        ("default_registry", "r" * 51),
+    ],
+)
+def test_invalid_registry_addressing_names_the_key(tmp_path: Path, key: str, value: str) -> None:
+    message = error_of(tmp_path, f"[server]\n{key} = {json.dumps(value)}\n")
+    assert message.startswith(f"server.{key}: "), message
+    assert repr(value) in message
+    env_message = error_of(tmp_path, env={f"ENTREPOT_SERVER_{key.upper()}": value})
+    assert env_message == message

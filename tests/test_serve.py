@@ -185,6 +185,16 @@ def test_serve_reads_entrepot_config_and_environment(serve: Serve, tmp_path: Pat
         ({"ENTREPOT_SERVER_PUBLIC_URL": "example.test"}, [], ["server.public_url"]),
         ({"ENTREPOT_DATABASE_URL": "mysql://u:topsecret@db/x"}, [], ["database.url", "***"]),
         ({}, ["--listen", "no-port-here"], ["server.listen"]),
+        (
+            {"ENTREPOT_SERVER_REGISTRY_DOMAIN": "https://cache.example.com"},
+            [],
+            ["server.registry_domain", "'https://cache.example.com'"],
+        ),
+        (
+            {"ENTREPOT_SERVER_DEFAULT_REGISTRY": "my_registry"},
+            [],
+            ["server.default_registry", "'my_registry'"],
+        ),
     ],
 )
 def test_config_errors_exit_2_with_one_line(

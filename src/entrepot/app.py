@@ -1,8 +1,15 @@
 """The composition root: :func:`build_app` is the only place that wires concrete classes.
 
-``serve(config)`` runs one asyncio process that answers the management API under
-``/subscriptions``, the built-in vault under ``/entrepot/vaults`` and ``/healthz`` without
-authentication.
+``serve(config)`` runs one asyncio process. Its root application does nothing but mount one
+sub-application per face, each with its own routes, middleware and error renderer:
+
+* ``/subscriptions``: the ARM face (:mod:`entrepot.web.arm`), ARM errors and ``x-ms-request-id``;
+* ``/entrepot/vaults``: the built-in vault's management routes (:mod:`entrepot.web.vault`);
+* ``/v2``: the registry face (:mod:`entrepot.web.oci`), OCI errors, addressed by ``Host``.
+
+Besides, the root answers ``/healthz`` without authentication, and any path no face claims in
+the management API's shape (an ARM 404, as before the faces were split). The request body limit
+(``[arm] max_request_bytes``) is the root's, so it holds on every face for bodies read whole.
 
 On first start (no admin token in the database) a token is generated: its SHA-256 is stored,
 the token itself is written to ``<data_dir>/admin-token`` with mode 0600 for the CLI, and it is
@@ -18,11 +25,10 @@ import os
 import secrets
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit
 
-import aiohttp
 from aiohttp import web
 
+from entrepot.addressing import RegistryAddressing
 from entrepot.config import Config
 from entrepot.credential_health import CredentialProbe
 from entrepot.management import Actor, Management, RegistryRef
@@ -30,19 +36,48 @@ from entrepot.metadata import Database, SqlOperationStore, SqlResourceStore
 from entrepot.metadata.protocols import ResourceStore
 from entrepot.metadata.vault_store import SqlVaultStore
 from entrepot.secrets import BuiltinVault, build_resolvers
-from entrepot.upstream.client import UpstreamClient
-from entrepot.web.arm import CONFIG_KEY, MANAGEMENT_KEY, ArmApi, setup_routes
-from entrepot.web.vault import setup_vault_routes
+from entrepot.upstream import AiohttpTransport, UpstreamClient
+from entrepot.web import arm, oci
+from entrepot.web import vault as vault_face
+from entrepot.web.auth import TokenAuthenticator
+from entrepot.web.responses import Handler, Middleware, management_errors
 
 log = logging.getLogger("entrepot")
 SYSTEM_ACTOR = Actor("entrepot")
 
 
-def login_server(config: Config) -> str:
-    """The host[:port] that clients pull from: the public URL's, else the listen address."""
-    if config.server.public_url:
-        return urlsplit(config.server.public_url).netloc
-    return config.server.local_address
+class StoreLookups:
+    """What the faces ask the metadata store, as the small async callables they take (each one
+    point read)."""
+
+    def __init__(self, store: ResourceStore) -> None:
+        self.store = store
+
+    async def token_description(self, token_hash: str) -> str | None:
+        """:data:`entrepot.web.auth.TokenLookup`."""
+        record = await self.store.token(token_hash)
+        return None if record is None else record.description
+
+    async def count_named(self, name: str) -> int:
+        """:meth:`entrepot.web.oci.RegistryLookup.count_named` (2 means "2 or more")."""
+        return len(await self.store.registries_named(name))
+
+    async def sole_registry(self) -> str | None:
+        """:meth:`entrepot.web.oci.RegistryLookup.sole_registry`."""
+        names = await self.store.first_registries()
+        return names[0] if len(names) == 1 else None
+
+
+def unclaimed_only(middleware: Middleware) -> Middleware:
+    """``middleware`` for requests no sub-application claimed; a face's own go straight on."""
+
+    @web.middleware
+    async def root(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if len(request.match_info.apps) > 1:  # a face resolved it: its middleware answers
+            return await handler(request)
+        return await middleware(request, handler)
+
+    return root
 
 
 def write_private(path: Path, text: str) -> None:
@@ -71,46 +106,46 @@ async def bootstrap_token(store: ResourceStore, config: Config) -> str | None:
 def build_app(config: Config) -> web.Application:
     """The aiohttp application for ``config``; resources open on startup and close on cleanup."""
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    store = Database(config.database_url)
-    resources = SqlResourceStore(store)
-    vault = BuiltinVault(SqlVaultStore(store))
+    database = Database(config.database_url)
+    resources = SqlResourceStore(database)
+    lookups = StoreLookups(resources)
+    vault = BuiltinVault(SqlVaultStore(database))
     resolvers = build_resolvers(config.secrets, vault)
-    own_login_server = login_server(config)
+    addressing = RegistryAddressing(config.server)
+    transport = AiohttpTransport()  # opens its session inside the running loop
+    upstream = UpstreamClient(transport, config.upstreams, timeout=config.health.timeout_seconds)
     management = Management(
         resources,
-        SqlOperationStore(store),
+        SqlOperationStore(database),
         config.arm,
         config.policy,
-        lambda _name: own_login_server,
+        addressing.login_server,
         lease_seconds=config.arm.operation_lease_seconds,
         sweep_seconds=config.arm.operation_sweep_seconds,
         resolvers=resolvers,
+        probe=CredentialProbe(resolvers, upstream, timeout=config.health.timeout_seconds),
         health_interval=config.health.interval_seconds,
     )
-    api = ArmApi(management, config, resources)
+    authenticator = TokenAuthenticator(lookups.token_description)
     app = web.Application(
-        middlewares=[api.middleware], client_max_size=config.arm.max_request_bytes
+        middlewares=[unclaimed_only(management_errors(log))],
+        client_max_size=config.arm.max_request_bytes,
     )
-    app[CONFIG_KEY] = config
-    app[MANAGEMENT_KEY] = management
+    app[arm.CONFIG_KEY] = config
+    app[arm.MANAGEMENT_KEY] = management
+    app[vault_face.VAULT_KEY] = vault
 
     async def healthz(_request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
     app.router.add_get("/healthz", healthz)
-    setup_routes(app, api)
-    setup_vault_routes(app, api, vault)
-    sessions: list[aiohttp.ClientSession] = []
+    app.add_subapp(arm.MOUNT, arm.build_arm_app(arm.ArmApi(management, config, authenticator)))
+    app.add_subapp(vault_face.MOUNT, vault_face.build_vault_app(authenticator, vault))
+    app.add_subapp(oci.MOUNT, oci.build_oci_app(addressing, lookups))
 
     async def on_startup(_app: web.Application) -> None:
-        await store.open()
+        await database.open()
         await vault.unlock(config.data_dir)
-        session = aiohttp.ClientSession()
-        sessions.append(session)
-        upstream = UpstreamClient(session, config.upstreams, timeout=config.health.timeout_seconds)
-        management.health.probe = CredentialProbe(
-            resolvers, upstream, timeout=config.health.timeout_seconds
-        )
         token = await bootstrap_token(resources, config)
         if token is not None:
             print(
@@ -128,9 +163,8 @@ def build_app(config: Config) -> web.Application:
 
     async def on_cleanup(_app: web.Application) -> None:
         await management.stop()
-        for session in sessions:
-            await session.close()
-        await store.close()
+        await transport.close()
+        await database.close()
 
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)

@@ -14,6 +14,8 @@ Example file::
     listen = "127.0.0.1:5000"
     public_url = "https://entrepot.example.com"   # absolute URLs in LRO headers and nextLink
     data_dir = "/var/lib/entrepot"
+    registry_domain = "cache.example.com"   # registry NAME is NAME.cache.example.com
+    default_registry = "my-registry"        # answers on the server's own host
 
     [database]
     url = "postgresql://entrepot@db/entrepot"        # default: SQLite under data_dir
@@ -68,16 +70,25 @@ TOKEN_FILE = "admin-token"
 NAME_RE = re.compile(r"^[a-zA-Z0-9-]{5,50}\Z")
 RESOURCE_GROUP_RE = re.compile(r"^[-\w._()]{1,90}\Z")
 SUBSCRIPTION_RE = re.compile(r"^[A-Za-z0-9-]{1,64}\Z")
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+REGISTRY_DOMAIN_RE = re.compile(rf"^(?:{_LABEL}\.)*{_LABEL}\Z", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """``[server]``: where to listen and where the data lives."""
+    """``[server]``: where to listen, where the data lives, how registries are addressed.
+
+    ``registry_domain`` (a DNS name, empty: none) gives each registry its own login server
+    ``<name>.<registry_domain>``; ``default_registry`` (a registry name, empty: none) is the
+    registry that answers ``/v2/`` on the server's own host. See :mod:`entrepot.addressing`.
+    """
 
     listen: str = DEFAULT_LISTEN
     public_url: str = ""
     data_dir: str = DEFAULT_DATA_DIR
     log_level: str = "info"
+    registry_domain: str = ""
+    default_registry: str = ""
 
     @property
     def host(self) -> str:
@@ -445,6 +456,12 @@ def _load_registries(items: Any) -> tuple[RegistrySeed, ...]:
             raise ConfigError(f"{where}.resource_group: invalid name {seed.resource_group!r}")
         if not NAME_RE.match(seed.name):
             raise ConfigError(f"{where}.name: 5-50 letters, digits or hyphens, got {seed.name!r}")
+        for j, other in enumerate(out):
+            if other.name.lower() == seed.name.lower():
+                raise ConfigError(
+                    f"{where}.name: {seed.name!r} is already the name of registries[{j}]; "
+                    "registry names are unique on the server (each has its own login server)"
+                )
         out.append(seed)
     return tuple(out)
 
@@ -460,6 +477,21 @@ def _validate(config: Config) -> None:
             )
     if config.server.log_level.lower() not in {"debug", "info", "warning", "error"}:
         raise ConfigError("server.log_level: one of debug, info, warning, error")
+    domain = config.server.registry_domain
+    if domain and (
+        not REGISTRY_DOMAIN_RE.match(domain)
+        or len(domain) > 200
+        or domain.rsplit(".", 1)[-1].isdigit()
+    ):
+        raise ConfigError(
+            "server.registry_domain: expected a DNS name such as cache.example.com (no scheme, "
+            f"port, wildcard or trailing dot; at most 200 characters), got {domain!r}"
+        )
+    if config.server.default_registry and not NAME_RE.match(config.server.default_registry):
+        raise ConfigError(
+            "server.default_registry: a registry name, 5-50 letters, digits or hyphens, got "
+            f"{config.server.default_registry!r}"
+        )
     database_url(config.database.url, config.data_dir)
     arm = config.arm
     checks = [

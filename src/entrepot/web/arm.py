@@ -15,17 +15,17 @@ Wire behaviour (what the genuine SDK depends on):
   ValidatePullThroughCacheRule) measures the set's credential health now and answers 200 with
   the credential set.
 * Every response carries ``x-ms-request-id``; every error is ``{"error": {code, message,
-  target}}`` with the status from the error table.
+  target}}`` with the status from the error table (the middleware of
+  :func:`entrepot.web.responses.management_errors`).
+
+:func:`build_arm_app` makes the face: a sub-application that ``app.py`` mounts at
+``/subscriptions``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import time
-import uuid
 from base64 import urlsafe_b64decode, urlsafe_b64encode
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote
@@ -44,15 +44,16 @@ from entrepot.management import (
     Page,
     RegistryRef,
 )
-from entrepot.metadata.protocols import ResourceStore
 from entrepot.metadata.records import ResourceKind as Kind
 from entrepot.models import Model, child_resource_id, format_datetime
+from entrepot.web.auth import TokenAuthenticator
+from entrepot.web.responses import json_response, management_errors
 
 log = logging.getLogger("entrepot.web.arm")
 
 API_VERSIONS = frozenset({"2023-07-01", "2025-04-01", "2025-11-01"})
 PROVIDER_SEGMENTS = ("providers", "microsoft.containerregistry", "registries")
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+MOUNT = "/subscriptions"  # where app.py mounts the face
 
 MANAGEMENT_KEY = web.AppKey("management", Management)
 CONFIG_KEY = web.AppKey("config", Config)
@@ -141,80 +142,20 @@ def parse_path(raw_path: str) -> Route:
     raise not_found
 
 
-def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(
-        status=status,
-        body=orjson.dumps(body),
-        content_type="application/json",
-        headers=headers,
-    )
-
-
-def error_response(err: e.EntrepotError) -> web.Response:
-    error: dict[str, Any] = {"code": err.code, "message": err.message}
-    if err.target:
-        error["target"] = err.target
-    headers = {}
-    if isinstance(err, e.Unauthenticated):
-        headers["WWW-Authenticate"] = 'Bearer realm="entrepot"'
-    return json_response(err.status, {"error": error}, headers)
-
-
 class ArmApi:
     """The request handlers; one instance per application."""
 
-    def __init__(self, management: Management, config: Config, store: ResourceStore) -> None:
+    def __init__(
+        self, management: Management, config: Config, authenticator: TokenAuthenticator
+    ) -> None:
         self.management = management
         self.config = config
-        self.store = store
-        self._token_cache: dict[str, tuple[str, float]] = {}
-
-    # -- middleware -----------------------------------------------------------------------------
-    @web.middleware
-    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        request_id = str(uuid.uuid4())
-        try:
-            response = await handler(request)
-        except e.EntrepotError as err:
-            response = error_response(err)
-        except web.HTTPException as exc:
-            response = error_response(_http_exception(exc))
-        except Exception:
-            log.exception("unhandled error in %s %s", request.method, request.path)
-            response = error_response(e.InternalError("The server failed to handle the request."))
-        response.headers["x-ms-request-id"] = request_id
-        client_id = request.headers.get("x-ms-client-request-id")
-        if client_id and len(client_id) <= 200:
-            response.headers["x-ms-client-request-id"] = client_id
-        return response
-
-    async def authenticate(self, request: web.Request) -> Actor:
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if not header:
-            raise e.Unauthenticated(
-                "Authentication failed. The 'Authorization' header is missing; send "
-                "'Authorization: Bearer <admin token>'."
-            )
-        if scheme.lower() != "bearer" or not token.strip():
-            raise e.InvalidAuthenticationToken(
-                "Authentication failed. The 'Authorization' header must be 'Bearer <token>'."
-            )
-        digest = hashlib.sha256(token.strip().encode()).hexdigest()
-        cached = self._token_cache.get(digest)
-        if cached is not None and cached[1] > time.monotonic():
-            return Actor(cached[0])
-        record = await self.store.token(digest)
-        if record is None:
-            raise e.InvalidAuthenticationToken("Authentication failed. The token is not valid.")
-        description = record.description
-        self._token_cache[digest] = (description, time.monotonic() + 60)
-        return Actor(description)
+        self.authenticator = authenticator
 
     # -- dispatch -------------------------------------------------------------------------------
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         route = parse_path(request.raw_path)
-        actor = await self.authenticate(request)
+        actor = Actor(await self.authenticator.authenticate(request))
         version = _api_version(request)
         method = request.method
         if route.op_segment is not None:
@@ -411,19 +352,12 @@ def _allow(method: str, *allowed: str) -> None:
         )
 
 
-def _http_exception(exc: web.HTTPException) -> e.EntrepotError:
-    if exc.status == 413:
-        return e.PayloadTooLarge("The request body is too large.")
-    if exc.status == 405:
-        return e.MethodNotAllowed(f"The method is not allowed here ({exc.reason}).")
-    if exc.status == 404:
-        return e.RouteNotFound("No such resource.")
-    if exc.status < 500:
-        return e.BadRequest(exc.reason or "Bad request.")
-    return e.InternalError("The server failed to handle the request.")
+def build_arm_app(api: ArmApi) -> web.Application:
+    """The ARM face: everything under ``/subscriptions`` (mount it there) goes to the dispatcher.
 
-
-def setup_routes(app: web.Application, api: ArmApi) -> None:
-    """Route everything under ``/subscriptions`` to the ARM dispatcher."""
-    app.router.add_route("*", r"/subscriptions/{tail:[\s\S]*}", api.dispatch)
-    app.router.add_route("*", "/subscriptions", api.dispatch)
+    Its middleware renders every error, including the router's and aiohttp's 413, as ARM JSON.
+    """
+    app = web.Application(middlewares=[management_errors(log)])
+    app.router.add_route("*", "", api.dispatch)  # /subscriptions itself
+    app.router.add_route("*", r"/{tail:[\s\S]*}", api.dispatch)
+    return app

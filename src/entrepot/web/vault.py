@@ -1,7 +1,10 @@
 """The built-in vault's management routes: an entrepot extension under ``/entrepot/vaults``.
 
-Every route needs the admin bearer token (:meth:`ArmApi.authenticate`); errors are domain
-exceptions rendered by the ARM error middleware as ``{"error": {code, message, target}}``.
+Every route needs the admin bearer token (:class:`~entrepot.web.auth.TokenAuthenticator`);
+errors are domain exceptions rendered by the face's middleware
+(:func:`~entrepot.web.responses.management_errors`) as ``{"error": {code, message, target}}``,
+with ``x-ms-request-id``, like the ARM face's. :func:`build_vault_app` makes the face: a
+sub-application that ``app.py`` mounts at ``/entrepot/vaults``.
 
 ======  ==========================================================  =========================
 GET     /entrepot/vaults                                            ``{"value": [vault...]}``
@@ -29,6 +32,7 @@ described by metadata (``id``, ``name``, ``version``, ``created``, ``enabled``..
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import orjson
@@ -36,52 +40,55 @@ from aiohttp import web
 
 from entrepot import errors as e
 from entrepot.secrets.vault import BuiltinVault, check_secret_name, check_vault_name
-from entrepot.web.arm import ArmApi, json_response
+from entrepot.web.auth import TokenAuthenticator
+from entrepot.web.responses import json_response, management_errors
 
-__all__ = ["VAULT_KEY", "VaultRoutes", "setup_vault_routes"]
+__all__ = ["MOUNT", "VAULT_KEY", "VaultRoutes", "build_vault_app"]
 
-PREFIX = "/entrepot/vaults"
+log = logging.getLogger("entrepot.web.vault")
+MOUNT = "/entrepot/vaults"  # where app.py mounts the face
+PREFIX = ""  # the face's routes are relative to MOUNT
 VAULT_KEY = web.AppKey("vault", BuiltinVault)
 
 
 class VaultRoutes:
     """The handlers; each authenticates first, then validates, then acts."""
 
-    def __init__(self, api: ArmApi, vault: BuiltinVault) -> None:
-        self.api = api
+    def __init__(self, authenticator: TokenAuthenticator, vault: BuiltinVault) -> None:
+        self.authenticator = authenticator
         self.vault = vault
 
     # -- vaults -----------------------------------------------------------------------------
     async def list_vaults(self, request: web.Request) -> web.Response:
-        await self.api.authenticate(request)
+        await self.authenticator.authenticate(request)
         return _list([v.to_dict() for v in await self.vault.list_vaults()])
 
     async def put_vault(self, request: web.Request) -> web.Response:
-        await self.api.authenticate(request)
+        await self.authenticator.authenticate(request)
         check_vault_name(request.match_info["vault"])
         await _optional_object(request, allowed=())
         info, created = await self.vault.create_vault(request.match_info["vault"])
         return json_response(201 if created else 200, info.to_dict())
 
     async def get_vault(self, request: web.Request) -> web.Response:
-        await self.api.authenticate(request)
+        await self.authenticator.authenticate(request)
         return json_response(
             200, (await self.vault.get_vault(request.match_info["vault"])).to_dict()
         )
 
     async def delete_vault(self, request: web.Request) -> web.Response:
-        await self.api.authenticate(request)
+        await self.authenticator.authenticate(request)
         await self.vault.delete_vault(request.match_info["vault"])
         return web.Response(status=204)
 
     # -- secrets ----------------------------------------------------------------------------
     async def list_secrets(self, request: web.Request) -> web.Response:
-        await self.api.authenticate(request)
+        await self.authenticator.authenticate(request)
         items = await self.vault.list_secrets(request.match_info["vault"])
         return _list([s.to_dict() for s in items])
 
     async def put_secret(self, request: web.Request) -> web.Response:
-        await self.api.authenticate(request)
+        await self.authenticator.authenticate(request)
         check_vault_name(request.match_info["vault"])
         check_secret_name(request.match_info["name"])
         body = await _object(request, allowed=("value", "contentType"))
@@ -99,7 +106,7 @@ class VaultRoutes:
         return json_response(201, info.to_dict())
 
     async def get_secret(self, request: web.Request) -> web.Response:
-        await self.api.authenticate(request)
+        await self.authenticator.authenticate(request)
         info = await self.vault.show_secret(
             request.match_info["vault"],
             request.match_info["name"],
@@ -108,26 +115,26 @@ class VaultRoutes:
         return json_response(200, info.to_dict())
 
     async def list_versions(self, request: web.Request) -> web.Response:
-        await self.api.authenticate(request)
+        await self.authenticator.authenticate(request)
         items = await self.vault.list_secret_versions(
             request.match_info["vault"], request.match_info["name"]
         )
         return _list([s.to_dict() for s in items])
 
     async def delete_secret(self, request: web.Request) -> web.Response:
-        await self.api.authenticate(request)
+        await self.authenticator.authenticate(request)
         await self.vault.delete_secret(request.match_info["vault"], request.match_info["name"])
         return web.Response(status=204)
 
     # -- grants -----------------------------------------------------------------------------
     async def list_grants(self, request: web.Request) -> web.Response:
-        await self.api.authenticate(request)
+        await self.authenticator.authenticate(request)
         return _list(
             [g.to_dict() for g in await self.vault.list_grants(request.match_info["vault"])]
         )
 
     async def put_grant(self, request: web.Request) -> web.Response:
-        await self.api.authenticate(request)
+        await self.authenticator.authenticate(request)
         check_vault_name(request.match_info["vault"])
         body = await _object(request, allowed=("principalId", "permission"))
         principal = body.get("principalId")
@@ -142,7 +149,7 @@ class VaultRoutes:
         return json_response(201 if created else 200, info.to_dict())
 
     async def delete_grant(self, request: web.Request) -> web.Response:
-        await self.api.authenticate(request)
+        await self.authenticator.authenticate(request)
         await self.vault.revoke(
             request.match_info["vault"],
             request.match_info["principal"],
@@ -184,9 +191,10 @@ async def _optional_object(request: web.Request, allowed: tuple[str, ...]) -> di
     return await _object(request, allowed)
 
 
-def setup_vault_routes(app: web.Application, api: ArmApi, vault: BuiltinVault) -> None:
-    """Add the ``/entrepot/vaults`` routes to ``app`` (whose middleware is ``api.middleware``)."""
-    routes = VaultRoutes(api, vault)
+def build_vault_app(authenticator: TokenAuthenticator, vault: BuiltinVault) -> web.Application:
+    """The vault face, to be mounted at :data:`MOUNT` (``app[VAULT_KEY]`` is ``vault``)."""
+    routes = VaultRoutes(authenticator, vault)
+    app = web.Application(middlewares=[management_errors(log)])
     app[VAULT_KEY] = vault
     r = app.router
     r.add_get(PREFIX, routes.list_vaults, allow_head=False)
@@ -203,3 +211,4 @@ def setup_vault_routes(app: web.Application, api: ArmApi, vault: BuiltinVault) -
     r.add_get(PREFIX + "/{vault}/grants", routes.list_grants, allow_head=False)
     r.add_put(PREFIX + "/{vault}/grants", routes.put_grant)
     r.add_delete(PREFIX + "/{vault}/grants/{principal}/{permission}", routes.delete_grant)
+    return app

@@ -436,7 +436,7 @@ def _load_upstreams(table: Any) -> dict[str, UpstreamEndpoint]:
 def _load_registries(items: Any) -> tuple[RegistrySeed, ...]:
     if not isinstance(items, list):
         raise ConfigError("registries must be an array of tables ([[registries]])")
-    out = []
+    out: list[RegistrySeed] = []
     for i, item in enumerate(items):
         where = f"registries[{i}]"
         if not isinstance(item, dict):

@@ -107,6 +107,14 @@ class SqlContentIndex:
     def _insert(self, table: sa.Table) -> Any:
         return sqlite.insert(table) if self.db.is_sqlite else postgresql.insert(table)
 
+    def _lexical(self, column: sa.ColumnElement[str]) -> sa.ColumnElement[str]:
+        """``column`` compared and sorted by code point (byte order), as listings promise.
+
+        SQLite's default collation already is; PostgreSQL's follows the database's locale
+        (``en_US`` puts ``a-b`` after ``a_c`` and ``V1`` after ``latest``).
+        """
+        return column if self.db.is_sqlite else column.collate("C")
+
     # -- repositories --------------------------------------------------------------------------
     async def repository(self, registry_id: int, name: str) -> RepositoryRecord | None:
         row = await self.db.fetch_one(_GET_REPOSITORY, registry_id=registry_id, name=name)
@@ -131,10 +139,11 @@ class SqlContentIndex:
     async def repositories(self, registry_id: int, after: str, limit: int) -> list[str]:
         """Names of the registry's repositories after ``after``, in lexical order (the catalog)."""
         r = t.repositories.c
+        name = self._lexical(r.name)
         query = (
             sa.select(r.name)
-            .where(r.registry_id == registry_id, r.name > after)
-            .order_by(r.name)
+            .where(r.registry_id == registry_id, name > after)
+            .order_by(name)
             .limit(limit)
         )
         async with self.db.read() as conn:
@@ -167,10 +176,11 @@ class SqlContentIndex:
     async def tags(self, repository_id: int, after: str, limit: int) -> list[str]:
         """Tags of the repository after ``after``, in lexical order."""
         c = t.tags.c
+        tag = self._lexical(c.tag)
         query = (
             sa.select(c.tag)
-            .where(c.repository_id == repository_id, c.tag > after)
-            .order_by(c.tag)
+            .where(c.repository_id == repository_id, tag > after)
+            .order_by(tag)
             .limit(limit)
         )
         async with self.db.read() as conn:

@@ -12,7 +12,8 @@ What callers (the stores of this package) may rely on:
   for conditional single statements (``INSERT ... ON CONFLICT``, ``UPDATE ... WHERE``) that are
   correct under concurrency by themselves (leases, the content index). On SQLite it still takes
   the write lock at ``BEGIN`` so that it never fails half-way on an upgrade.
-* :meth:`Database.read` yields a connection for reads that sees committed data only.
+* :meth:`Database.read` yields a read-only transaction on one snapshot of committed data:
+  every statement in it sees the same data, and a write through it raises.
 * :meth:`Database.fetch_one` / :meth:`Database.fetch_all` run a prebuilt :class:`PointQuery`
   without a transaction and without a thread hand-off per statement: on SQLite through a
   dedicated read-only connection in WAL mode used on the event loop (falling back to the pooled
@@ -111,7 +112,9 @@ class Database:
         return self._engine
 
     async def open(self) -> None:
-        """Connect and migrate to the newest schema revision."""
+        """Connect and migrate to the newest schema revision (nothing happens if already open)."""
+        if self._engine is not None:
+            return  # a second engine and pool would be left open: close() disposes only one
         if self.is_sqlite:
             path = self.url.split(":///", 1)[1]
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -122,6 +125,13 @@ class Database:
         else:
             engine = create_async_engine(self.url, pool_size=10, max_overflow=10)
         self._engine = engine
+        try:
+            await self._migrate_and_connect_readers()
+        except BaseException:
+            await self.close()  # a failed open leaves nothing open, and may be retried
+            raise
+
+    async def _migrate_and_connect_readers(self) -> None:
         from entrepot.metadata.migrate import upgrade
 
         async with self.write() as conn:
@@ -151,7 +161,14 @@ class Database:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A read-only transaction on one snapshot of committed data; writes through it raise."""
         async with self.engine.connect() as conn:
+            if self.is_sqlite:  # a deferred BEGIN in WAL mode reads one snapshot already
+                conn = await conn.execution_options(sqlite_readonly=True)
+            else:  # READ COMMITTED would give every statement a newer snapshot
+                conn = await conn.execution_options(
+                    isolation_level="REPEATABLE READ", postgresql_readonly=True
+                )
             yield conn
 
     @asynccontextmanager
@@ -231,5 +248,10 @@ def _sqlite_transactions(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _begin(conn: Any) -> None:
-        immediate = conn.get_execution_options().get("sqlite_immediate", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        options = conn.get_execution_options()
+        readonly = bool(options.get("sqlite_readonly", False))
+        info = conn.connection.info  # lives as long as the pooled DBAPI connection
+        if info.get("query_only", False) != readonly:
+            conn.exec_driver_sql(f"PRAGMA query_only={int(readonly)}")
+            info["query_only"] = readonly
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get("sqlite_immediate") else "BEGIN")

@@ -74,6 +74,8 @@ class PointQuery:
 
     Build these at import time; :meth:`Database.fetch_one` runs them without rebuilding
     anything. Boolean columns come back as ``0``/``1`` on SQLite: convert in the record mapper.
+    Parameters are strings and numbers only: datetimes would be bound in the driver's format,
+    not the stored one, and compare wrongly on SQLite (:meth:`Database.fetch_one` refuses them).
     """
 
     __slots__ = ("names", "postgres", "sql")
@@ -203,6 +205,8 @@ class Database:
         return await self._fetch(query, params, one=False)
 
     async def _fetch(self, query: PointQuery, params: dict[str, Any], *, one: bool) -> list[Row]:
+        if any(isinstance(v, dt.datetime) for v in params.values()):
+            raise TypeError("point queries take strings and numbers, not datetimes")
         reader = self._sqlite_reader
         if reader is not None:
             try:

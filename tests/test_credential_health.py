@@ -67,6 +67,12 @@ def upstreams(*login_servers: str) -> str:
     return "".join(f'\n[upstreams."{h}"]\nurl = "http://{h}"\n' for h in login_servers)
 
 
+ALLOW_LOOPBACK_REALMS = '\n[policy]\nallowed_upstream_networks = ["127.0.0.1/32"]\n'
+"""Extra TOML for token registries: their realm (``http://127.0.0.1:TOKEN_PORT``) comes from the
+registry's challenge, not from the config file, so the upstream address guard refuses it (it is
+loopback) unless allowed."""
+
+
 class Seen:
     """Everything a test received from entrepot, to be searched for secret values."""
 
@@ -273,7 +279,7 @@ def test_token_registry_healthy_then_wrong_password(
 ) -> None:
     reg = registry_factory("token", username=distinct("u"), password=distinct("p"))
     assert reg.token_server is not None
-    server = server_factory(upstreams(reg.login_server))
+    server = server_factory(upstreams(reg.login_server) + ALLOW_LOOPBACK_REALMS)
     api = Api(server)
     api.vault("tokens")
     api.secret("tokens", "user", reg.username)
@@ -860,7 +866,7 @@ def test_no_secret_value_anywhere_after_set_resolve_rotate_and_fail(
     token_reg = registry_factory("token", username=user2, password=pass2)
     assert token_reg.token_server is not None
     server = server_factory(
-        upstreams(basic_reg.login_server, token_reg.login_server),
+        upstreams(basic_reg.login_server, token_reg.login_server) + ALLOW_LOOPBACK_REALMS,
         env={"ENTREPOT_SERVER_LOG_LEVEL": "debug"},  # the most the server would ever log
     )
     seen = Seen()

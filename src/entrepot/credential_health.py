@@ -12,6 +12,9 @@ the ``credentialHealth`` JSON object of the ARM wire format:
 
 TEXT helps the operator (which identifier, which principal, which login server) and never holds
 a secret value: the resolved username and password are scrubbed from it whatever produced it.
+An upstream that cannot be reached gives the same TEXT, but for its name, whether the connection
+was refused, not allowed by the address guard, or not answered in time
+(:func:`entrepot.upstream.guard.unreachable`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from entrepot import errors as e
 from entrepot.secrets import Resolvers
 from entrepot.upstream.client import UpstreamClient
 from entrepot.upstream.endpoints import normalize_login_server
+from entrepot.upstream.guard import unreachable
+from entrepot.upstream.response import hostport
 
 log = logging.getLogger("entrepot.credential_health")
 
@@ -96,10 +101,10 @@ class CredentialProbe:
                     self.upstream.login(login_server, (username, password), fresh=True),
                     timeout=self.timeout,
                 )
-            except TimeoutError:
+            except TimeoutError:  # the same words as a refused connection: no port scanner
+                quiet = unreachable(hostport(self.upstream.endpoint(login_server)), self.timeout)
                 return unhealthy(
-                    "UpstreamUnreachable",
-                    f"No answer from '{login_server}' within {self.timeout:g} s.",
+                    quiet.code, f"Logging in to '{login_server}' failed: {quiet.message}"
                 )
             except e.EntrepotError as err:
                 return unhealthy(

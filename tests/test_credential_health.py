@@ -17,6 +17,7 @@ secrets, no value appears in any response, log, CLI output or file under the dat
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -24,6 +25,7 @@ import secrets
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -34,7 +36,7 @@ import requests
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from entrepot.mgmt import models as entrepot_models
-from tests.conftest import REGISTRY, RESOURCE_GROUP, ServerProcess, free_port
+from tests.conftest import REGISTRY, RESOURCE_GROUP, SUBSCRIPTION, ServerProcess, free_port
 from tests.registries import Registry
 
 RG = RESOURCE_GROUP
@@ -63,6 +65,12 @@ def kv(vault: str, name: str, version: str | None = None) -> str:
 def upstreams(*login_servers: str) -> str:
     """Extra TOML mapping each ``127.0.0.1:PORT`` login server to its plain-http URL."""
     return "".join(f'\n[upstreams."{h}"]\nurl = "http://{h}"\n' for h in login_servers)
+
+
+ALLOW_LOOPBACK_REALMS = '\n[policy]\nallowed_upstream_networks = ["127.0.0.1/32"]\n'
+"""Extra TOML for token registries: their realm (``http://127.0.0.1:TOKEN_PORT``) comes from the
+registry's challenge, not from the config file, so the upstream address guard refuses it (it is
+loopback) unless allowed."""
 
 
 class Seen:
@@ -271,7 +279,7 @@ def test_token_registry_healthy_then_wrong_password(
 ) -> None:
     reg = registry_factory("token", username=distinct("u"), password=distinct("p"))
     assert reg.token_server is not None
-    server = server_factory(upstreams(reg.login_server))
+    server = server_factory(upstreams(reg.login_server) + ALLOW_LOOPBACK_REALMS)
     api = Api(server)
     api.vault("tokens")
     api.secret("tokens", "user", reg.username)
@@ -480,6 +488,101 @@ def test_health_timer_notices_a_broken_password_without_validate(
         wait_for(
             lambda: health(get(client, "timed-creds"))[0] == HEALTHY, 10, "Healthy after rotation"
         )
+
+
+# -- 5b. one broken set never stops the others ---------------------------------------------------
+
+
+async def _insert_set_with_invalid_login_server(config_path: Path, name: str) -> str:
+    """Store a credential set whose login server no current version accepts, straight through
+    the metadata layer (as an older version could have stored it), settled as Succeeded; return
+    its principal."""
+    from entrepot.config import load_config
+    from entrepot.metadata.database import Database, utcnow
+    from entrepot.metadata.records import (
+        Changes,
+        NewCredentialSet,
+        RegistryKey,
+        ResourceKind,
+        State,
+    )
+    from entrepot.metadata.resources import SqlResourceStore
+
+    principal = str(uuid.uuid4())
+    database = Database(load_config(config_path, env={}).database_url)
+    await database.open()
+    try:
+        store = SqlResourceStore(database)
+        async with store.write() as tx:
+            registry = await tx.registry(RegistryKey(SUBSCRIPTION, RG, REGISTRY))
+            assert registry is not None
+            row_id = await tx.insert_credential_set(
+                NewCredentialSet(
+                    registry_id=registry.id,
+                    name=name,
+                    login_server="quay.io:99999",
+                    identity_type="SystemAssigned",
+                    principal_id=principal,
+                    auth_credentials=[
+                        {
+                            "name": "Credential1",
+                            "usernameSecretIdentifier": kv("refresh", "user"),
+                            "passwordSecretIdentifier": kv("refresh", "pass"),
+                        }
+                    ],
+                    actor="an older version",
+                    now=utcnow(),
+                )
+            )
+            await tx.update(ResourceKind.CREDENTIAL_SET, row_id, Changes(state=State.SUCCEEDED))
+    finally:
+        await database.close()
+    return principal
+
+
+def test_one_broken_set_never_stops_validate_nor_the_refresh(
+    server_factory: ServerFactory, registry_factory: RegistryFactory
+) -> None:
+    """A stored login server that is invalid (``quay.io:99999``) is that set's Unhealthy health:
+    ``validate`` answers 200, and the timer goes on to the sets after it, so a set whose secret
+    was deleted turns Unhealthy without any validate call."""
+    reg = basic(registry_factory)
+    server = server_factory(
+        upstreams(reg.login_server), env={"ENTREPOT_HEALTH_INTERVAL_SECONDS": "1"}
+    )
+    server.stop()
+    broken = asyncio.run(_insert_set_with_invalid_login_server(server.config_path, "broken-first"))
+    server.start()
+    api = Api(server)
+    api.vault("refresh")
+    api.secret("refresh", "user", reg.username)
+    api.secret("refresh", "pass", reg.password)
+    api.grant("refresh", broken)  # its secrets resolve: the login server itself is what fails
+    with server.client() as client:
+        created = create(
+            client, "measured-after", reg.login_server, kv("refresh", "user"), kv("refresh", "pass")
+        )
+        api.grant("refresh", created.identity.principal_id)
+        wait_for(
+            lambda: health(get(client, "measured-after"))[0] == HEALTHY, 15, "Healthy after grant"
+        )
+
+        # validate on the broken set: 200 and an Unhealthy result, not a 500.
+        body = api.validate("broken-first")
+        result = health_of_json(body)
+        assert (result["status"], result["errorCode"]) == (UNHEALTHY, "UpstreamError"), result
+        assert "quay.io:99999" in result["errorMessage"]
+        assert health(get(client, "broken-first"))[:2] == (UNHEALTHY, "UpstreamError")
+
+        # The set after the broken one is still re-measured by the timer.
+        api.call("DELETE", "/entrepot/vaults/refresh/secrets/pass", 204)
+        wait_for(
+            lambda: health(get(client, "measured-after"))[1] == "SecretNotFound",
+            15,
+            "SecretNotFound after the secret was deleted, the broken set coming first",
+        )
+        assert health(get(client, "broken-first"))[:2] == (UNHEALTHY, "UpstreamError")
+    assert "Traceback" not in server.log()
 
 
 # -- 6. the seed's examples, through entrepot.mgmt and the genuine SDK --------------------------
@@ -763,7 +866,7 @@ def test_no_secret_value_anywhere_after_set_resolve_rotate_and_fail(
     token_reg = registry_factory("token", username=user2, password=pass2)
     assert token_reg.token_server is not None
     server = server_factory(
-        upstreams(basic_reg.login_server, token_reg.login_server),
+        upstreams(basic_reg.login_server, token_reg.login_server) + ALLOW_LOOPBACK_REALMS,
         env={"ENTREPOT_SERVER_LOG_LEVEL": "debug"},  # the most the server would ever log
     )
     seen = Seen()

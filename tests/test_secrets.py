@@ -838,6 +838,31 @@ async def test_env_allow_patterns_and_never_allowed() -> None:
     assert (await narrow.resolve("env:REGISTRY_USER", PRINCIPAL)).reveal() == "changed"
 
 
+@pytest.mark.parametrize("allow", [["*"], ["ENTREPOT_*"], ["ENTREPOT_DATABASE_URL"], ["*_URL"]])
+async def test_no_entrepot_variable_ever_resolves(allow: list[str]) -> None:
+    """``ENTREPOT_*`` variables are the server's own (the database URL and its password, the
+    master key, the admin token): no pattern of ``env_allow`` makes one readable."""
+    database_url = "postgresql://entrepot:db-password-in-env@db/entrepot"
+    environ = {
+        "ENTREPOT_DATABASE_URL": database_url,
+        "ENTREPOT_MASTER_KEY": KEY1,
+        "ENTREPOT_TOKEN": "admin-token-in-env",
+        "ENTREPOT_CONFIG": "/etc/entrepot.toml",
+        "Entrepot_Mixed_Case": "mixed-case-value",
+        "REGISTRY_URL": "allowed-value",
+    }
+    resolver = EnvResolver(allow, environ)
+    for name, value in environ.items():
+        if name == "REGISTRY_URL":
+            continue
+        assert not resolver.allowed(name)
+        with pytest.raises(e.SecretAccessDenied) as info:
+            await resolver.resolve(f"env:{name}", PRINCIPAL)
+        _no_value(info.value, value)
+    if allow != ["ENTREPOT_*"] and allow != ["ENTREPOT_DATABASE_URL"]:
+        assert (await resolver.resolve("env:REGISTRY_URL", PRINCIPAL)).reveal() == "allowed-value"
+
+
 async def test_file_symlinks_are_resolved_before_the_root_check(tmp_path: Path) -> None:
     root = tmp_path / "root"
     (root / "sub").mkdir(parents=True)

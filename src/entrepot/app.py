@@ -36,7 +36,7 @@ from entrepot.metadata import Database, SqlOperationStore, SqlResourceStore
 from entrepot.metadata.protocols import ResourceStore
 from entrepot.metadata.vault_store import SqlVaultStore
 from entrepot.secrets import BuiltinVault, build_resolvers
-from entrepot.upstream import AiohttpTransport, UpstreamClient
+from entrepot.upstream import AddressGuard, AiohttpTransport, UpstreamClient
 from entrepot.web import arm, oci
 from entrepot.web import vault as vault_face
 from entrepot.web.auth import TokenAuthenticator
@@ -112,7 +112,8 @@ def build_app(config: Config) -> web.Application:
     vault = BuiltinVault(SqlVaultStore(database))
     resolvers = build_resolvers(config.secrets, vault)
     addressing = RegistryAddressing(config.server)
-    transport = AiohttpTransport()  # opens its session inside the running loop
+    guard = AddressGuard.from_config(config.policy, config.upstreams)
+    transport = AiohttpTransport(guard=guard)  # opens its session inside the running loop
     upstream = UpstreamClient(transport, config.upstreams, timeout=config.health.timeout_seconds)
     management = Management(
         resources,

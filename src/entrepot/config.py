@@ -143,11 +143,31 @@ class ArmConfig:
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    """``[policy]``: which upstreams rules and credential sets may name."""
+    """``[policy]``: which upstreams rules and credential sets may name, and which addresses
+    entrepot connects to for them (:mod:`entrepot.upstream.guard`).
+
+    ``allowed_upstream_networks`` (CIDRs) and ``allowed_upstream_hosts`` (host names or
+    ``*.domain``) allow addresses the guard refuses otherwise: loopback, link-local, unspecified,
+    and private ones when ``forbid_private_addresses``.
+    """
 
     allowed_login_servers: tuple[str, ...] = ()
     require_docker_hub_credentials: bool = False
     forbid_private_addresses: bool = False
+    allowed_upstream_networks: tuple[str, ...] = ()
+    allowed_upstream_hosts: tuple[str, ...] = ()
+
+    def allow_listed(self, host: str) -> bool:
+        """Whether ``host`` (no port; an IP literal or a name) is in an upstream allow-list."""
+        name = host.strip("[]").lower().rstrip(".")
+        try:
+            address = ipaddress.ip_address(name)
+        except ValueError:
+            return any(
+                name.endswith(p[1:]) and name != p[2:] if p.startswith("*.") else name == p
+                for p in (h.lower() for h in self.allowed_upstream_hosts)
+            )
+        return any(address in ipaddress.ip_network(n) for n in self.allowed_upstream_networks)
 
 
 @dataclass(frozen=True)
@@ -526,6 +546,20 @@ def _validate(config: Config) -> None:
             raise ConfigError(
                 f"policy.allowed_login_servers: {pattern!r} is not a login server or *.domain"
             )
+    for network in config.policy.allowed_upstream_networks:
+        try:
+            ipaddress.ip_network(network)
+        except ValueError:
+            raise ConfigError(
+                f"policy.allowed_upstream_networks: {network!r} is not a network such as "
+                "10.1.0.0/16 or 127.0.0.1/32 (no host bits set beyond the prefix)"
+            ) from None
+    for pattern in config.policy.allowed_upstream_hosts:
+        if not _is_host_pattern(pattern):
+            raise ConfigError(
+                f"policy.allowed_upstream_hosts: {pattern!r} is not a lower-case host name or "
+                "*.domain (no port; IP addresses go in allowed_upstream_networks)"
+            )
 
 
 def _is_login_server_pattern(pattern: str) -> bool:
@@ -538,6 +572,17 @@ def _is_login_server_pattern(pattern: str) -> bool:
     if wildcard and parsed.is_address:
         return False
     return parsed.text == (pattern[2:] if wildcard else pattern)
+
+
+def _is_host_pattern(pattern: str) -> bool:
+    """Whether ``pattern`` is a DNS name or ``*.<DNS name>``, lower case, without a port."""
+    wildcard = pattern.startswith("*.")
+    name = pattern[2:] if wildcard else pattern
+    try:
+        parsed = parse_login_server(name)
+    except InvalidLoginServer:
+        return False
+    return not parsed.is_address and parsed.port is None and parsed.text == name
 
 
 def is_private_host(host: str) -> bool:

@@ -208,7 +208,11 @@ class UpstreamPolicy:
                 target=target,
             )
         bare = urlsplit(f"//{host}").hostname or host
-        if self.policy.forbid_private_addresses and is_private_host(bare):
+        if (
+            self.policy.forbid_private_addresses
+            and is_private_host(bare)
+            and not self.policy.allow_listed(bare)  # the upstream allow-lists override
+        ):
             raise e.UpstreamNotAllowed(
                 f"The upstream '{login_server}' is a private or loopback address, which the "
                 "upstream policy forbids.",

@@ -2,7 +2,10 @@
 
 Off unless ``[secrets] env_enabled = true``, and then only for variables whose name matches one
 of the ``env_allow`` glob patterns (case-sensitive, e.g. ``REGISTRY_*``), so a credential set
-cannot read arbitrary variables of the server (``ENTREPOT_MASTER_KEY``, cloud credentials...).
+cannot read arbitrary variables of the server (cloud credentials...). Variables named
+``ENTREPOT_*`` (in any case) are the server's own (``ENTREPOT_MASTER_KEY``,
+``ENTREPOT_DATABASE_URL`` with its password, ``ENTREPOT_TOKEN``...) and never resolve, whatever
+the patterns say, ``env_allow = ["*"]`` included.
 
 This resolver does not check principals: the operator who enabled it and wrote the allow list
 has decided which variables any credential set may read.
@@ -21,7 +24,8 @@ from entrepot.secrets.base import Secret, scheme_of
 __all__ = ["EnvResolver"]
 
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
-NEVER_ALLOWED = frozenset({"ENTREPOT_MASTER_KEY", "ENTREPOT_TOKEN"})
+RESERVED_PREFIX = "ENTREPOT_"
+"""Variables whose name starts with this (compared in upper case) never resolve."""
 
 
 class EnvResolver:
@@ -57,16 +61,24 @@ class EnvResolver:
         self.variable(identifier)
 
     def allowed(self, name: str) -> bool:
-        """Whether variable ``name`` may be read."""
-        return name not in NEVER_ALLOWED and any(fnmatchcase(name, p) for p in self.allow)
+        """Whether variable ``name`` may be read: never an ``ENTREPOT_*`` one."""
+        if name.upper().startswith(RESERVED_PREFIX):
+            return False
+        return any(fnmatchcase(name, p) for p in self.allow)
 
     async def resolve(self, identifier: str, principal_id: str) -> Secret:
         """The value of the variable; ``principal_id`` is not consulted (see the module doc).
 
-        :raises SecretAccessDenied: the variable does not match ``secrets.env_allow``.
+        :raises SecretAccessDenied: the variable is an ``ENTREPOT_*`` one, or does not match
+            ``secrets.env_allow``.
         :raises SecretNotFound: the variable is not set.
         """
         name = self.variable(identifier)
+        if name.upper().startswith(RESERVED_PREFIX):
+            raise e.SecretAccessDenied(
+                f"Access to the secret {identifier!r} is denied: environment variables named "
+                f"{RESERVED_PREFIX}* hold the server's own settings and are never readable."
+            )
         if not self.allowed(name):
             raise e.SecretAccessDenied(
                 f"Access to the secret {identifier!r} is denied: the environment variable "

@@ -2,11 +2,13 @@
 
 The only module of :mod:`entrepot.upstream` that sees ``aiohttp.ClientResponse``: it turns
 one into an :class:`~entrepot.upstream.response.UpstreamResponse` and aiohttp's exceptions
-into domain errors.
+into domain errors. With an :class:`~entrepot.upstream.guard.AddressGuard` it connects only to
+the addresses the guard allows (see :mod:`entrepot.upstream.guard`).
 """
 
 from __future__ import annotations
 
+import logging
 import ssl
 from collections.abc import Mapping
 
@@ -14,10 +16,13 @@ import aiohttp
 from yarl import URL
 
 from entrepot.errors import UpstreamError, UpstreamTlsError, UpstreamUnreachable
+from entrepot.upstream.guard import AddressGuard, AddressRefused, GuardedConnector, unreachable
 from entrepot.upstream.response import UpstreamResponse, hostport
 from entrepot.upstream.transport import Timeouts
 
 __all__ = ["AiohttpTransport"]
+
+log = logging.getLogger("entrepot.upstream")
 
 _FAILURES = (aiohttp.ClientError, OSError, TimeoutError, ValueError)
 
@@ -27,21 +32,46 @@ class AiohttpTransport:
     TLS trust: system CAs by default), with aiohttp's own redirects switched off. A body with
     a ``Content-Encoding`` (gzip, deflate) is decoded, as the session does by default.
 
+    Every failure to connect (refused by ``guard``, connection refused, unreachable network, no
+    answer in time) raises the same :func:`~entrepot.upstream.guard.unreachable` error, so that
+    messages say nothing about which ports are open.
+
     :param session: the session to use; :meth:`close` closes it only if ``owns_session``.
         Without one, the transport opens its own on first use (inside the running event loop,
-        where aiohttp wants it) and owns it.
+        where aiohttp wants it) and owns it. With a ``guard``, a given session must have been
+        made with ``connector=guard.connector(...)``.
     :param owns_session: whether :meth:`close` closes ``session``.
+    :param guard: the address policy of every connection (``None``: no address is refused,
+        for tests and callers whose every URL comes from the config file).
+    :raises ValueError: a ``guard`` and a ``session`` whose connector does not apply it.
     """
 
     def __init__(
-        self, session: aiohttp.ClientSession | None = None, *, owns_session: bool = False
+        self,
+        session: aiohttp.ClientSession | None = None,
+        *,
+        owns_session: bool = False,
+        guard: AddressGuard | None = None,
     ) -> None:
+        if guard is not None and session is not None:
+            connector = session.connector
+            if not isinstance(connector, GuardedConnector) or connector.guard is not guard:
+                raise ValueError(
+                    "a guarded AiohttpTransport needs a session made with guard.connector()"
+                )
         self._session = session
         self._owns_session = owns_session or session is None
+        self._guard = guard
+
+    @property
+    def guard(self) -> AddressGuard | None:
+        """The address policy applied, if any."""
+        return self._guard
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None or (self._session.closed and self._owns_session):
-            self._session = aiohttp.ClientSession()
+            connector = self._guard.connector() if self._guard is not None else None
+            self._session = aiohttp.ClientSession(connector=connector)
         return self._session
 
     async def send(
@@ -58,6 +88,8 @@ class AiohttpTransport:
             total=timeouts.total, sock_connect=timeouts.connect, sock_read=timeouts.read
         )
         try:
+            if self._guard is not None:
+                self._guard.check_url(url)  # IP literals: aiohttp resolves only names
             resp = await self._open().request(
                 method,
                 url,
@@ -67,6 +99,8 @@ class AiohttpTransport:
                 raise_for_status=False,
                 timeout=client_timeout,
             )
+        except AddressRefused:
+            raise unreachable(hostport(url), timeouts.shortest) from None
         except _FAILURES as exc:
             raise transport_error(exc, url, timeouts.shortest) from None
         return UpstreamResponse(
@@ -97,7 +131,7 @@ class _AiohttpBody:
         try:
             chunk = await self._resp.content.read(size)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise transport_error(exc, self._resp.url, self._timeout) from None
+            raise transport_error(exc, self._resp.url, self._timeout, connected=True) from None
         except ValueError:  # a Content-Encoding that does not decode
             raise UpstreamError(
                 f"The body sent by upstream {hostport(self._resp.url)} could not be decoded."
@@ -113,8 +147,16 @@ class _AiohttpBody:
         self._resp.release()
 
 
-def transport_error(exc: BaseException, url: URL, timeout: float | None) -> UpstreamError:
-    """A domain error for a failed exchange with ``url``; names the host, nothing secret."""
+def transport_error(
+    exc: BaseException, url: URL, timeout: float | None, *, connected: bool = False
+) -> UpstreamError:
+    """A domain error for a failed exchange with ``url``; names the host, nothing secret.
+
+    Before the response (``connected`` false), a refused connection, an unreachable network and
+    a timeout all give the one :func:`~entrepot.upstream.guard.unreachable` error (the cause
+    goes to the debug log), so that closed and filtered ports look alike. While reading a body
+    (``connected``), a timeout says the upstream stopped answering.
+    """
     host = hostport(url)
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         cert_error = exc.certificate_error
@@ -125,14 +167,14 @@ def transport_error(exc: BaseException, url: URL, timeout: float | None) -> Upst
         reason = getattr(inner, "reason", None) or getattr(inner, "verify_message", None)
         detail = f": {reason}" if isinstance(reason, str) else ""
         return UpstreamTlsError(f"The TLS handshake with upstream {host} failed{detail}.")
-    if isinstance(exc, TimeoutError):
-        within = f" within {timeout:g} s" if timeout is not None else " in time"
-        return UpstreamUnreachable(f"The upstream {host} did not answer{within}.")
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
         return UpstreamUnreachable(f"The name of upstream {host} does not resolve.")
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        reason = exc.os_error.strerror or type(exc.os_error).__name__
-        return UpstreamUnreachable(f"Cannot connect to upstream {host}: {reason}.")
+    if isinstance(exc, TimeoutError) and connected:
+        within = f" within {timeout:g} s" if timeout is not None else " in time"
+        return UpstreamUnreachable(f"The upstream {host} did not answer{within}.")
+    if isinstance(exc, TimeoutError | aiohttp.ClientConnectorError):
+        log.debug("upstream %s: no connection or no answer: %r", host, exc)
+        return unreachable(host, timeout)
     if isinstance(exc, aiohttp.ClientConnectionError | ConnectionError):
         return UpstreamUnreachable(
             f"The connection to upstream {host} failed ({type(exc).__name__})."

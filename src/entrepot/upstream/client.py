@@ -5,7 +5,7 @@ Layers, from the wire up::
     Transport.send  one HTTP exchange (swappable; :class:`AiohttpTransport` by default);
                     transport failures → UpstreamUnreachable/UpstreamTlsError/UpstreamError
     _send           follows redirects by hand, one ``Transport.send`` per hop;
-                    ``Authorization`` never leaves the first origin
+                    ``Authorization`` never leaves the first origin; https → http refused
     _send_retrying  GET/HEAD retried with backoff on connection failures, 502/503/504 and
                     429 (honouring ``Retry-After``); then 429 → UpstreamTooManyRequests and
                     other 5xx → UpstreamError
@@ -30,6 +30,12 @@ Secrets: passwords and tokens never appear in an exception message or a log reco
 name the login server or host and, where it helps, the user name. Credentials are sent to a
 plain-http token realm only when the registry endpoint itself is plain http (which only a
 config entry can make it).
+
+Addresses: every exchange (the endpoint, each redirect hop, each token realm) goes through the
+one transport, so a guarded transport (:class:`AiohttpTransport
+<entrepot.upstream.aiohttp_transport.AiohttpTransport>` with an :class:`AddressGuard
+<entrepot.upstream.guard.AddressGuard>`, as the server builds it) judges each address actually
+connected to; a redirect from https to plain http is never followed.
 """
 
 from __future__ import annotations
@@ -136,9 +142,10 @@ class UpstreamClient:
     <entrepot.upstream.transport.Transport.send>` per hop, whatever the transport's defaults.
 
     :param transport: the :class:`~entrepot.upstream.transport.Transport` every exchange goes
-        through; an ``aiohttp.ClientSession`` is wrapped in an :class:`AiohttpTransport
+        through (redirect hops and token realms included); an ``aiohttp.ClientSession`` is
+        wrapped in an unguarded :class:`AiohttpTransport
         <entrepot.upstream.aiohttp_transport.AiohttpTransport>` (its connector decides TLS
-        trust: system CAs by default).
+        trust: system CAs by default). Hosts named through the API need a guarded transport.
     :param upstreams: ``Config.upstreams`` (login server → endpoint URL).
     :param timeout: seconds for connecting, and for each whole small exchange (ping, token);
         for :meth:`request` it bounds the connect and each read, not the whole body.
@@ -625,6 +632,11 @@ class UpstreamClient:
                 ) from None
             if target.scheme not in ("http", "https") or not target.host:
                 raise UpstreamError(f"The upstream {hostport(url)} redirected to a non-http URL.")
+            if url.scheme == "https" and target.scheme == "http":
+                raise UpstreamError(
+                    f"The upstream {hostport(url)} redirected from https to plain http "
+                    f"({hostport(target)}); entrepot does not follow such a redirect."
+                )
             if resp.status == 303 or (resp.status in (301, 302) and method == "POST"):
                 method, body = "GET", None
                 hdrs.pop("Content-Type", None)

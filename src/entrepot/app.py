@@ -32,7 +32,7 @@ from entrepot.addressing import RegistryAddressing
 from entrepot.config import Config
 from entrepot.credential_health import CredentialProbe
 from entrepot.management import Actor, Management, RegistryRef
-from entrepot.metadata import Database, SqlOperationStore, SqlResourceStore
+from entrepot.metadata import Database, SqlLeases, SqlOperationStore, SqlResourceStore
 from entrepot.metadata.protocols import ResourceStore
 from entrepot.metadata.vault_store import SqlVaultStore
 from entrepot.secrets import BuiltinVault, build_resolvers
@@ -118,6 +118,7 @@ def build_app(config: Config) -> web.Application:
     management = Management(
         resources,
         SqlOperationStore(database),
+        SqlLeases(database),
         config.arm,
         config.policy,
         addressing.login_server,

@@ -46,7 +46,7 @@ from entrepot.management.types import (
 )
 from entrepot.management.validation import UpstreamPolicy
 from entrepot.management.views import Views
-from entrepot.metadata.protocols import OperationStore, ResourceStore
+from entrepot.metadata.protocols import Leases, OperationStore, ResourceStore
 from entrepot.metadata.records import ResourceKind
 from entrepot.secrets import Resolvers
 
@@ -68,6 +68,7 @@ class Management:
         self,
         resources: ResourceStore,
         operations: OperationStore,
+        leases: Leases,
         arm: ArmConfig,
         policy: PolicyConfig,
         login_server: Callable[[str], str],
@@ -84,6 +85,7 @@ class Management:
         self.runner = OperationRunner(
             resources,
             operations,
+            leases,
             lease_seconds=lease_seconds,
             sweep_seconds=sweep_seconds
             if sweep_seconds is not None

@@ -7,8 +7,10 @@ What callers may rely on:
   accepting process runs it first without a race.
 * Exactly one process at a time runs an operation: the holder of its lease
   (:func:`entrepot.metadata.operations.operation_lease_key`). The lease is renewed while the work
-  runs; the holder's check of the lease, the resource change and the end of the operation commit
-  in one transaction.
+  runs (outside resource transactions, so renewals never queue behind management writes); the
+  holder's check of the lease *and that the operation is still in progress*, the resource change
+  and the end of the operation commit in one transaction. A runner whose lease was taken over
+  never records anything for an operation another runner has ended.
 * An operation whose runner died (its lease expired) is claimed by the sweeper of any process,
   every ``sweep_seconds``, and run again from the start: handlers are idempotent.
 * A handler error ends the operation ``Failed`` with ``InternalError``; it never stops the
@@ -30,7 +32,7 @@ from typing import Any, Protocol, TypeVar
 from entrepot import errors as e
 from entrepot.metadata.database import utcnow
 from entrepot.metadata.operations import operation_lease_key
-from entrepot.metadata.protocols import OperationStore, ResourceStore, ResourceTx
+from entrepot.metadata.protocols import Leases, OperationStore, ResourceStore, ResourceTx
 from entrepot.metadata.records import Action, OperationRecord, OperationState, ResourceKind
 
 __all__ = ["OperationHandler", "OperationRunner"]
@@ -64,6 +66,7 @@ class OperationRunner:
         self,
         resources: ResourceStore,
         operations: OperationStore,
+        leases: Leases,
         *,
         lease_seconds: float,
         sweep_seconds: float,
@@ -71,6 +74,7 @@ class OperationRunner:
     ) -> None:
         self.resources = resources
         self.operations = operations
+        self.leases = leases
         self.lease_seconds = lease_seconds
         self.sweep_seconds = sweep_seconds
         self.min_seconds = min_seconds
@@ -139,30 +143,44 @@ class OperationRunner:
             await asyncio.wait_for(asyncio.shield(task), timeout=seconds)
 
     # -- running --------------------------------------------------------------------------------
-    async def _claim(self, tx: ResourceTx, op_id: str) -> bool:
-        return await tx.acquire_lease(operation_lease_key(op_id), self.owner, self._until())
+    async def _claim(self, tx: ResourceTx, op_id: str) -> OperationRecord | None:
+        """Take or renew ``op_id``'s lease in ``tx``; the operation if it is still in progress.
+
+        ``None`` when another process holds the lease or the operation has ended (then this
+        process must not touch it: another runner finished it, and its resource may have moved
+        on). Checked in the transaction that applies the outcome, so the two cannot interleave.
+        """
+        key = operation_lease_key(op_id)
+        if not await tx.acquire_lease(key, self.owner, self._until()):
+            return None
+        op = await tx.operation(op_id)
+        if op is None or op.status is not OperationState.IN_PROGRESS:
+            await tx.release_lease(key, self.owner)
+            return None
+        return op
+
+    async def _renew(self, op_id: str) -> bool:
+        """Extend this process's lease outside any resource transaction (never queued behind
+        management writes); ``False`` when the lease is no longer this process's."""
+        return await self.leases.renew(operation_lease_key(op_id), self.owner, self.lease_seconds)
 
     async def _run(self, op_id: str) -> None:
         op = self._fresh.pop(op_id, None)
         if op is None:
             async with self.resources.write() as tx:
-                if not await self._claim(tx, op_id):
-                    return
-                op = await tx.operation(op_id)
-                if op is None or op.status is not OperationState.IN_PROGRESS:
-                    await tx.release_lease(operation_lease_key(op_id), self.owner)
-                    return
+                op = await self._claim(tx, op_id)
+            if op is None:
+                return
         ready_at = op.started_at + dt.timedelta(seconds=self.min_seconds)
         while (wait := (ready_at - utcnow()).total_seconds()) > 0:
             await asyncio.sleep(min(wait, self.lease_seconds / 3))
-            async with self.resources.write() as tx:
-                if not await self._claim(tx, op_id):
-                    return
+            if not await self._renew(op_id):
+                return
         handler = self.handlers[op.kind]
         try:
             prepared = await self._holding_lease(op_id, handler.prepare(op))
             async with self.resources.write() as tx:
-                if not await self._claim(tx, op_id):
+                if await self._claim(tx, op_id) is None:
                     return
                 status, error = await handler.apply(tx, op, prepared)
                 await self._finish(tx, handler, op, status, error)
@@ -173,7 +191,7 @@ class OperationRunner:
             status = OperationState.FAILED
             error = e.InternalError("The operation failed unexpectedly.")
             async with self.resources.write() as tx:
-                if not await self._claim(tx, op_id):
+                if await self._claim(tx, op_id) is None:
                     return
                 await self._finish(tx, handler, op, status, error)
         log.info("operation %s %s %s: %s", op_id, op.action.value, op.resource_id, status.value)
@@ -195,15 +213,15 @@ class OperationRunner:
 
     async def _holding_lease(self, op_id: str, work: Awaitable[T]) -> T:
         """Await ``work`` while renewing this process's lease on ``op_id``. Losing the lease
-        does not stop the work: every step is idempotent, and only the holder records it."""
+        does not stop the work: every step is idempotent, and only a runner that still holds
+        the lease of an operation still in progress records the outcome (:meth:`_claim`)."""
         task = asyncio.ensure_future(work)
         try:
             while True:
                 done, _ = await asyncio.wait({task}, timeout=self.lease_seconds / 3)
                 if done:
                     return task.result()
-                async with self.resources.write() as tx:
-                    await self._claim(tx, op_id)
+                await self._renew(op_id)
         finally:
             if not task.done():
                 task.cancel()

@@ -372,3 +372,37 @@ async def test_concurrent_writers_from_two_databases_lose_no_update(
         await asyncio.gather(*(increment(s) for _ in range(10) for s in (store, other)))
         assert await _setting(other, "counter") == "20"
         assert await other_db.fetch_one(_GET_SETTING, key="counter") == {"value": "20"}
+
+
+@pytest.mark.postgres
+async def test_reads_and_writes_survive_the_server_dropping_every_connection(
+    postgres_database: str, tmp_path: Path
+) -> None:
+    """A restart or failover of PostgreSQL drops pooled connections: the next call reconnects."""
+
+    async with opened(store_url(postgres_database, tmp_path)) as db:
+        await _survive_dropped_connections(postgres_database, SqlResourceStore(db))
+
+
+async def _survive_dropped_connections(database_url: str, store: SqlResourceStore) -> None:
+    import asyncpg
+
+    key = RegistryKey(SUB, "my-rg", "dropped-reg")
+    async with store.write() as tx:
+        await tx.insert_registry(registry("dropped-reg"))
+    for _ in range(3):  # fill both pools
+        assert await store.get_registry(key) is not None
+        assert await _setting(store, "absent") is None
+    admin = await asyncpg.connect(database_url)
+    try:
+        killed = await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await admin.close()
+    assert killed > 0
+    found = await store.get_registry(key)  # the point-read path (asyncpg)
+    assert found is not None and found.name == "dropped-reg"
+    await _put_setting(store, "after-drop", "yes")  # the SQLAlchemy path
+    assert await _setting(store, "after-drop") == "yes"

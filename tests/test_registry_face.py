@@ -7,6 +7,7 @@ address registries as ``<name>.localhost:PORT`` would.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -163,6 +164,8 @@ def test_default_registry_and_domain_are_normalised() -> None:
         ("::1", None),
         ("[nope]", None),
         (".", None),
+        ("example.com..", None),  # one root dot is a spelling of the name; two are not
+        ("example.com..:5000", None),
         ("", None),
     ],
 )
@@ -246,6 +249,36 @@ def test_unknown_registry_routes_are_oci_errors(server: ServerProcess) -> None:
     assert head.status_code == 404 and head.content == b""
     assert head.headers["Docker-Distribution-API-Version"] == "registry/2.0"
     assert "x-ms-request-id" not in head.headers
+
+
+def raw_get(server: ServerProcess, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send ``request`` bytes as they are (requests would refuse them); status, headers, body."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    return int(lines[0].split()[1]), headers, body
+
+
+@pytest.mark.parametrize("host", [b"\xff\xfe", b"my\xe9registry.example.com", b"a\xc3"])
+def test_an_undecodable_host_is_an_oci_error_not_a_crash(
+    server_factory: Callable[..., ServerProcess], host: bytes
+) -> None:
+    server = server_factory(env={"ENTREPOT_SERVER_REGISTRY_DOMAIN": "example.com"})
+    status, headers, body = raw_get(
+        server, b"GET /v2/ HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n"
+    )
+    assert status == 404, body
+    assert headers["docker-distribution-api-version"] == "registry/2.0"
+    error = json.loads(body)["errors"][0]
+    assert error["code"] == "NAME_UNKNOWN"
+    assert "Traceback" not in server.log()
 
 
 def test_the_management_faces_keep_their_errors(server: ServerProcess) -> None:

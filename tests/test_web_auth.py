@@ -73,3 +73,17 @@ def test_malformed_headers(header: str, error: type[e.EntrepotError]) -> None:
     assert type(info.value) is error
     assert "s3cret" not in info.value.message
     assert tokens.asked == []
+
+
+def test_a_token_that_is_not_utf8_is_an_invalid_token_not_a_crash() -> None:
+    """aiohttp hands undecodable header bytes over as surrogate escapes."""
+    tokens = Tokens()
+    auth = TokenAuthenticator(tokens.lookup)
+    sent = b"\xff\xfe-token"
+
+    async def run() -> None:
+        with pytest.raises(e.InvalidAuthenticationToken):
+            await auth.check("Bearer " + sent.decode("utf-8", "surrogateescape"))
+        assert tokens.asked == [hashlib.sha256(sent).hexdigest()]  # the bytes that were sent
+
+    asyncio.run(run())

@@ -65,8 +65,9 @@ def split_host(host: str) -> tuple[str, int | None] | None:
             return ipaddress.IPv6Address(m.group(1)).compressed, port
         except ValueError:
             return None
-    name = m.group(3).rstrip(".")
-    return (name, port) if name else None
+    name = m.group(3)
+    name = name[:-1] if name.endswith(".") else name  # one root dot: "a.example." is absolute
+    return (name, port) if name and not name.endswith(".") else None
 
 
 def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

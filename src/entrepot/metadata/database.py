@@ -125,7 +125,10 @@ class Database:
             )
             _sqlite_transactions(engine)
         else:
-            engine = create_async_engine(self.url, pool_size=10, max_overflow=10)
+            # pre_ping: a connection the server dropped (restart, failover) is replaced, not used.
+            engine = create_async_engine(
+                self.url, pool_size=10, max_overflow=10, pool_pre_ping=True
+            )
         self._engine = engine
         try:
             await self._migrate_and_connect_readers()
@@ -216,11 +219,25 @@ class Database:
             except sqlite3.OperationalError:
                 pass  # locked for a moment (a checkpoint, a recovery): take the pooled path
         elif self._pg_pool is not None:
-            async with self._pg_pool.acquire() as conn:
-                if one:
-                    record = await conn.fetchrow(query.postgres, *query.args(params))
-                    return [] if record is None else [dict(record)]
-                return [dict(r) for r in await conn.fetch(query.postgres, *query.args(params))]
+            import asyncpg
+
+            dropped = (
+                asyncpg.PostgresConnectionError,
+                asyncpg.exceptions.OperatorInterventionError,
+                asyncpg.InterfaceError,
+                OSError,
+            )
+            for attempt in (1, 2):  # a connection the server dropped fails once, then is new
+                try:
+                    async with self._pg_pool.acquire() as conn:
+                        args = query.args(params)
+                        if one:
+                            record = await conn.fetchrow(query.postgres, *args)
+                            return [] if record is None else [dict(record)]
+                        return [dict(r) for r in await conn.fetch(query.postgres, *args)]
+                except dropped:
+                    if attempt == 2:
+                        raise
         async with self.read() as conn:
             result = await conn.execute(sa.text(query.sql), params)
             mappings = [dict(result.mappings().first() or {})] if one else []

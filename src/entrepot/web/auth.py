@@ -53,7 +53,8 @@ class TokenAuthenticator:
             raise e.InvalidAuthenticationToken(
                 "Authentication failed. The 'Authorization' header must be 'Bearer <token>'."
             )
-        digest = hashlib.sha256(token.strip().encode()).hexdigest()
+        # aiohttp decodes headers with surrogateescape: hash the bytes that were sent.
+        digest = hashlib.sha256(token.strip().encode("utf-8", "surrogateescape")).hexdigest()
         cached = self._cache.get(digest)
         if cached is not None and cached[1] > time.monotonic():
             return cached[0]

@@ -36,13 +36,27 @@ Middleware = typedefs.Middleware
 
 
 def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> web.Response:
-    """``body`` serialised with orjson, ``Content-Type: application/json``."""
-    return web.Response(
-        status=status,
-        body=orjson.dumps(body),
-        content_type="application/json",
-        headers=headers,
-    )
+    """``body`` serialised with orjson, ``Content-Type: application/json``.
+
+    Text that is not valid Unicode (a request's undecodable bytes echoed into a message) is
+    written with U+FFFD in their place: rendering never fails.
+    """
+    try:
+        data = orjson.dumps(body)
+    except TypeError:
+        data = orjson.dumps(_valid_text(body))
+    return web.Response(status=status, body=data, content_type="application/json", headers=headers)
+
+
+def _valid_text(value: Any) -> Any:
+    """``value`` with every string's lone surrogates replaced by U+FFFD."""
+    if isinstance(value, str):
+        return "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in value)
+    if isinstance(value, dict):
+        return {_valid_text(k): _valid_text(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_valid_text(v) for v in value]
+    return value
 
 
 def domain_error(exc: Exception, request: web.Request, log: logging.Logger) -> e.EntrepotError:

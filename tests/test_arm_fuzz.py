@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from entrepot.rules import overlaps, parse_rule
-from tests.conftest import REGISTRY, RESOURCE_GROUP, SUBSCRIPTION, ServerProcess
+from tests.conftest import REGISTRY, RESOURCE_GROUP, SUBSCRIPTION, Server
 
 PROVIDER = (
     f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}"
@@ -34,6 +34,8 @@ FUZZ = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+
+pytestmark = pytest.mark.slow  # hypothesis sends thousands of requests
 SET_BODY: dict[str, Any] = {
     "identity": {"type": "SystemAssigned"},
     "properties": {
@@ -53,7 +55,7 @@ METHODS = ("GET", "PUT", "PATCH", "DELETE", "POST", "HEAD", "OPTIONS")
 class Client:
     """Sends raw requests and checks the invariants every answer must keep."""
 
-    def __init__(self, server: ServerProcess) -> None:
+    def __init__(self, server: Server) -> None:
         self.server = server
         self.session = requests.Session()
         self.token = server.token
@@ -102,7 +104,7 @@ def check_invariants(method: str, what: str, response: requests.Response) -> Non
 
 
 @pytest.fixture(scope="module")
-def client(server: ServerProcess) -> Iterator[Client]:
+def client(server: Server) -> Iterator[Client]:
     client = Client(server)
     made = client.send(
         "PUT",
@@ -558,21 +560,21 @@ def fuzz_operation_sequences(client: Client, ops: list[tuple[Any, ...]]) -> None
             assert not overlaps(a, b), (name_a, name_b)
 
 
-def assert_clean_log(server: ServerProcess) -> None:
+def assert_clean_log(server: Server) -> None:
     """No request and no operation failed unexpectedly on the server (a 500 or a crash)."""
     log = server.log()
     assert "unhandled error in" not in log, log[-5000:]
     assert "failed unexpectedly" not in log, log[-5000:]
 
 
-def test_fuzz_bodies(client: Client, server: ServerProcess) -> None:
+def test_fuzz_bodies(client: Client, server: Server) -> None:
     sent = client.count
     fuzz_bodies(client)
     assert client.count - sent >= 120  # every example sent at least one request
     assert_clean_log(server)
 
 
-def test_fuzz_paths_methods_queries(client: Client, server: ServerProcess) -> None:
+def test_fuzz_paths_methods_queries(client: Client, server: Server) -> None:
     sent = client.count
     fuzz_paths_methods_queries(client)
     assert client.count - sent >= 100
@@ -580,7 +582,7 @@ def test_fuzz_paths_methods_queries(client: Client, server: ServerProcess) -> No
 
 
 def test_fuzz_operation_sequences_keep_the_registry_consistent(
-    client: Client, server: ServerProcess
+    client: Client, server: Server
 ) -> None:
     sent = client.count
     fuzz_operation_sequences(client)

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from entrepot.rules import overlaps, parse_rule
-from tests.conftest import REGISTRY, RESOURCE_GROUP, SUBSCRIPTION, ServerProcess
+from tests.conftest import REGISTRY, RESOURCE_GROUP, SUBSCRIPTION, Server
 
 PROVIDER = (
     f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}"
@@ -35,6 +35,8 @@ FUZZ = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+
+pytestmark = pytest.mark.slow  # hypothesis sends thousands of requests
 SET_BODY: dict[str, Any] = {
     "identity": {"type": "SystemAssigned"},
     "properties": {
@@ -54,7 +56,7 @@ METHODS = ("GET", "PUT", "PATCH", "DELETE", "POST", "HEAD", "OPTIONS")
 class Client:
     """Sends raw requests and checks the invariants every answer must keep."""
 
-    def __init__(self, server: ServerProcess) -> None:
+    def __init__(self, server: Server) -> None:
         self.server = server
         self.session = requests.Session()
         self.token = server.token
@@ -120,7 +122,7 @@ def check_oci_invariants(method: str, where: str, response: requests.Response) -
 
 
 @pytest.fixture(scope="module")
-def client(server: ServerProcess) -> Iterator[Client]:
+def client(server: Server) -> Iterator[Client]:
     client = Client(server)
     made = client.send(
         "PUT",
@@ -576,21 +578,21 @@ def fuzz_operation_sequences(client: Client, ops: list[tuple[Any, ...]]) -> None
             assert not overlaps(a, b), (name_a, name_b)
 
 
-def assert_clean_log(server: ServerProcess) -> None:
+def assert_clean_log(server: Server) -> None:
     """No request and no operation failed unexpectedly on the server (a 500 or a crash)."""
     log = server.log()
     assert "unhandled error in" not in log, log[-5000:]
     assert "failed unexpectedly" not in log, log[-5000:]
 
 
-def test_fuzz_bodies(client: Client, server: ServerProcess) -> None:
+def test_fuzz_bodies(client: Client, server: Server) -> None:
     sent = client.count
     fuzz_bodies(client)
     assert client.count - sent >= 120  # every example sent at least one request
     assert_clean_log(server)
 
 
-def test_fuzz_paths_methods_queries(client: Client, server: ServerProcess) -> None:
+def test_fuzz_paths_methods_queries(client: Client, server: Server) -> None:
     sent = client.count
     fuzz_paths_methods_queries(client)
     assert client.count - sent >= 100
@@ -598,7 +600,7 @@ def test_fuzz_paths_methods_queries(client: Client, server: ServerProcess) -> No
 
 
 def test_fuzz_operation_sequences_keep_the_registry_consistent(
-    client: Client, server: ServerProcess
+    client: Client, server: Server
 ) -> None:
     sent = client.count
     fuzz_operation_sequences(client)

@@ -35,7 +35,7 @@ from azure.mgmt.containerregistry.models import (
     Sku,
 )
 
-from tests.conftest import REGISTRY, RESOURCE_GROUP, SUBSCRIPTION, ServerProcess, genuine_sdk_client
+from tests.conftest import REGISTRY, RESOURCE_GROUP, SUBSCRIPTION, Server, genuine_sdk_client
 
 API = "2025-11-01"
 ACCEPTED_VERSIONS = ("2023-07-01", "2025-04-01", "2025-11-01")
@@ -77,7 +77,7 @@ def new_credential_set(login_server: str = "quay.io") -> CredentialSet:
 class Wire:
     """Raw HTTP against the server; remembers every response for the request-id checks."""
 
-    def __init__(self, server: ServerProcess) -> None:
+    def __init__(self, server: Server) -> None:
         self.server = server
         self.responses: list[requests.Response] = []
 
@@ -105,12 +105,12 @@ class Wire:
 
 
 @pytest.fixture
-def wire(server: ServerProcess) -> Wire:
+def wire(server: Server) -> Wire:
     return Wire(server)
 
 
 @pytest.fixture(scope="module")
-def client(server: ServerProcess) -> Any:
+def client(server: Server) -> Any:
     return server.sdk_client()
 
 
@@ -136,15 +136,13 @@ def poll_status(wire: Wire, url: str, timeout: float = 15) -> dict[str, Any]:
         time.sleep(0.05)
 
 
-def assert_absolute_with_version(server: ServerProcess, url: str, version: str) -> None:
+def assert_absolute_with_version(server: Server, url: str, version: str) -> None:
     assert url.startswith(f"{server.url}/subscriptions/"), url
     assert f"api-version={version}" in url.split("?", 1)[1], url
 
 
 # -- cache rules through the SDK -----------------------------------------------------------------
-def test_cache_rule_create_get_update_delete_through_sdk(
-    client: Any, server: ServerProcess
-) -> None:
+def test_cache_rule_create_get_update_delete_through_sdk(client: Any, server: Server) -> None:
     first, second = unique("sdkset"), unique("sdkset")
     client.credential_sets.begin_create(RG, REGISTRY, first, new_credential_set()).result()
     client.credential_sets.begin_create(RG, REGISTRY, second, new_credential_set()).result()
@@ -204,9 +202,7 @@ def test_cache_rule_create_get_update_delete_through_sdk(
     client.credential_sets.begin_delete(RG, REGISTRY, second).result()
 
 
-def test_cache_rules_list_over_several_pages_through_sdk(
-    client: Any, server: ServerProcess
-) -> None:
+def test_cache_rules_list_over_several_pages_through_sdk(client: Any, server: Server) -> None:
     registry = unique("pagesdk")
     client.registries.begin_create(
         RG, registry, Registry(location="local", sku=Sku(name="Basic"))
@@ -344,7 +340,7 @@ def test_registry_create_get_list_delete_cascades(client: Any, wire: Wire) -> No
 
 
 # -- the SDK's error classes ---------------------------------------------------------------------
-def test_sdk_error_classes_carry_arm_codes(client: Any, server: ServerProcess) -> None:
+def test_sdk_error_classes_carry_arm_codes(client: Any, server: Server) -> None:
     with pytest.raises(ResourceNotFoundError) as missing:
         client.cache_rules.get(RG, REGISTRY, "no-such-rule")
     assert missing.value.error.code == "ResourceNotFound"
@@ -417,7 +413,7 @@ def test_sdk_error_classes_carry_arm_codes(client: Any, server: ServerProcess) -
 
 
 # -- the wire under the SDK ----------------------------------------------------------------------
-def test_put_lro_headers_and_status(wire: Wire, server: ServerProcess) -> None:
+def test_put_lro_headers_and_status(wire: Wire, server: Server) -> None:
     name = unique("wirerule")
     path = f"{registry_path()}/cacheRules/{name}"
     body = {"properties": {"sourceRepository": "quay.io/wire/x", "targetRepository": name}}
@@ -486,7 +482,7 @@ def test_put_lro_headers_and_status(wire: Wire, server: ServerProcess) -> None:
     assert len(set(ids)) == len(ids)
 
 
-def test_credential_set_lro_on_the_wire(wire: Wire, server: ServerProcess) -> None:
+def test_credential_set_lro_on_the_wire(wire: Wire, server: Server) -> None:
     name = unique("wireset")
     path = f"{registry_path()}/credentialSets/{name}"
     body = {
@@ -519,7 +515,7 @@ def test_credential_set_lro_on_the_wire(wire: Wire, server: ServerProcess) -> No
     assert all(r.headers.get("x-ms-request-id") for r in wire.responses)
 
 
-def test_paging_next_link_absent_on_last_page(wire: Wire, server: ServerProcess) -> None:
+def test_paging_next_link_absent_on_last_page(wire: Wire, server: Server) -> None:
     registry = unique("pagewire")
     made = wire("PUT", registry_path(registry), {"location": "local", "sku": {"name": "Basic"}})
     assert made.status_code == 201, made.text
@@ -601,7 +597,7 @@ def test_refused_api_versions(wire: Wire, version: str | None, code: str) -> Non
     assert wire("GET", f"{registry_path()}/cacheRules/versioned").status_code == 404
 
 
-def test_authentication(wire: Wire, server: ServerProcess) -> None:
+def test_authentication(wire: Wire, server: Server) -> None:
     path = f"{registry_path()}/cacheRules"
     none = wire("GET", path, headers={})
     assert none.status_code == 401
@@ -630,7 +626,7 @@ def test_authentication(wire: Wire, server: ServerProcess) -> None:
     assert all(r.headers.get("x-ms-request-id") for r in wire.responses)
 
 
-def test_client_request_id_is_echoed(wire: Wire, server: ServerProcess) -> None:
+def test_client_request_id_is_echoed(wire: Wire, server: Server) -> None:
     headers = {**server.headers(), "x-ms-client-request-id": "abc-123"}
     response = wire("GET", f"{registry_path()}/cacheRules", headers=headers)
     assert response.headers["x-ms-client-request-id"] == "abc-123"
@@ -643,6 +639,7 @@ def test_sdk_is_the_genuine_15() -> None:
     assert _version.VERSION.startswith("15."), _version.VERSION
 
 
+@pytest.mark.slow
 def test_slow_operations_are_polled(server_factory: Any) -> None:
     """With operations that take a while, the wire shows them running and the SDK waits."""
     slow = server_factory(env={"ENTREPOT_ARM_OPERATION_MIN_SECONDS": "1.8"})

@@ -18,7 +18,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REGISTRY, RESOURCE_GROUP, SUBSCRIPTION, ServerProcess
+from tests.conftest import REGISTRY, RESOURCE_GROUP, SUBSCRIPTION, Server
+
+pytestmark = pytest.mark.slow  # the genuine SDK 14 runs in a Python process of its own
 
 SDK14_DIR = Path(sys.prefix) / "sdk14"
 
@@ -228,7 +230,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def run_sdk14(server: ServerProcess, tmp_path: Path) -> dict[str, Any]:
+def run_sdk14(server: Server, tmp_path: Path) -> dict[str, Any]:
     if not (SDK14_DIR / "azure" / "mgmt" / "containerregistry").is_dir():
         pytest.skip(
             f"azure-mgmt-containerregistry 14.x is not installed in {SDK14_DIR}; scripts/test "
@@ -260,7 +262,7 @@ def run_sdk14(server: ServerProcess, tmp_path: Path) -> dict[str, Any]:
     return dict(json.loads(result.stdout.strip().splitlines()[-1]))
 
 
-def test_core_flows_through_sdk14(server: ServerProcess, tmp_path: Path) -> None:
+def test_core_flows_through_sdk14(server: Server, tmp_path: Path) -> None:
     out = run_sdk14(server, tmp_path)
 
     # It really was 14.x from its own directory, speaking 2025-04-01 on every request.

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import REGISTRY, RESOURCE_GROUP, SUBSCRIPTION, ServerProcess
+from tests.conftest import REGISTRY, RESOURCE_GROUP, SUBSCRIPTION, Server
 
 API = "2025-11-01"
 PROVIDER = (
@@ -92,7 +92,7 @@ class Raw:
 class Api:
     """Raw HTTP against one server."""
 
-    def __init__(self, server: ServerProcess) -> None:
+    def __init__(self, server: Server) -> None:
         self.server = server
         self.session = requests.Session()
         self.auth = server.headers()
@@ -232,7 +232,7 @@ def check_refused(api: Api, case: Bad, registries: tuple[str, ...] = REGISTRIES)
 
 # -- the world the table runs against ------------------------------------------------------------
 @pytest.fixture(scope="module")
-def api(server: ServerProcess) -> Iterator[Api]:
+def api(server: Server) -> Iterator[Api]:
     api = Api(server)
     for name in (OTHER, STAR):
         api.ok("PUT", reg(name), {"location": "local", "sku": {"name": "Basic"}})
@@ -977,7 +977,7 @@ def test_delete_of_missing_things_is_204(api: Api) -> None:
 
 
 # -- configured limits and policies (servers of their own) ----------------------------------------
-def test_rule_quota(server_factory: Callable[..., ServerProcess]) -> None:
+def test_rule_quota(server_factory: Callable[..., Server]) -> None:
     api = Api(
         server_factory(
             env={
@@ -1031,7 +1031,7 @@ def test_rule_quota(server_factory: Callable[..., ServerProcess]) -> None:
     )
 
 
-def test_allowed_login_servers(server_factory: Callable[..., ServerProcess]) -> None:
+def test_allowed_login_servers(server_factory: Callable[..., Server]) -> None:
     api = Api(
         server_factory(env={"ENTREPOT_POLICY_ALLOWED_LOGIN_SERVERS": "quay.io,*.example.com"})
     )
@@ -1081,7 +1081,7 @@ def test_allowed_login_servers(server_factory: Callable[..., ServerProcess]) -> 
 
 
 def test_docker_hub_credentials_and_private_addresses(
-    server_factory: Callable[..., ServerProcess],
+    server_factory: Callable[..., Server],
 ) -> None:
     api = Api(
         server_factory(

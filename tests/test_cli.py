@@ -80,6 +80,7 @@ def failed(result: subprocess.CompletedProcess[str], code: int) -> str:
 
 
 # -- registries ----------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_registry_create_show_list_delete(server: Any) -> None:
     name = "cli-registry-one"
     created = ok_json(
@@ -133,6 +134,7 @@ def test_registry_create_show_list_delete(server: Any) -> None:
 
 
 # -- credential sets -----------------------------------------------------------------------------
+@pytest.mark.slow
 def test_credential_set_lifecycle(server: Any) -> None:
     name = "cli-creds-one"
     created = ok_json(
@@ -204,6 +206,7 @@ def test_credential_set_lifecycle(server: Any) -> None:
 
 
 # -- cache rules ---------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_cache_rule_lifecycle(server: Any) -> None:
     creds = "cli-creds-rules"
     ok(
@@ -419,6 +422,7 @@ def test_invalid_config_file(tmp_path: Path, server: Any) -> None:
     assert "server.listen" in stderr
 
 
+@pytest.mark.slow
 def test_unreachable_server(server: Any) -> None:
     result = run(
         server,

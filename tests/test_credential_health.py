@@ -1,7 +1,8 @@
 """Credential health, measured for real: vault secrets, upstream logins, the timer, the CLI.
 
-Every test runs real processes: ``entrepot serve`` (``server_factory``) and Debian's
-``docker-registry`` upstreams with htpasswd (Basic) or JWT token auth (``registry_factory``).
+Every test runs the real server (``server_factory``: the app of ``build_app`` over HTTP; the
+hygiene sweep runs the ``entrepot serve`` process itself) and Debian's ``docker-registry``
+upstreams with htpasswd (Basic) or JWT token auth (``registry_factory``).
 Each upstream's login server (``127.0.0.1:PORT``) is mapped to its plain-http URL by an
 ``[upstreams."127.0.0.1:PORT"]`` entry of the server's configuration.
 
@@ -36,11 +37,11 @@ import requests
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from entrepot.mgmt import models as entrepot_models
-from tests.conftest import REGISTRY, RESOURCE_GROUP, SUBSCRIPTION, ServerProcess, free_port
+from tests.conftest import REGISTRY, RESOURCE_GROUP, SUBSCRIPTION, Server, free_port
 from tests.registries import Registry
 
 RG = RESOURCE_GROUP
-ServerFactory = Callable[..., ServerProcess]
+ServerFactory = Callable[..., Server]
 RegistryFactory = Callable[..., Registry]
 
 API_VERSION = "2025-11-01"  # what entrepot.mgmt and the genuine SDK 15 send
@@ -103,7 +104,7 @@ class Seen:
 class Api:
     """The vault HTTP API (``/entrepot/vaults``) through requests; responses go to ``seen``."""
 
-    def __init__(self, server: ServerProcess, seen: Seen | None = None) -> None:
+    def __init__(self, server: Server, seen: Seen | None = None) -> None:
         self.server = server
         self.seen = seen or Seen()
 
@@ -456,6 +457,7 @@ def test_rotation_new_secret_version_and_new_identifiers(
 # -- 5. the timer ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_health_timer_notices_a_broken_password_without_validate(
     server_factory: ServerFactory, registry_factory: RegistryFactory
 ) -> None:
@@ -751,7 +753,7 @@ def test_seed_monitor_and_update_examples(
 
 
 def cli(
-    server: ServerProcess, *args: str, stdin: str | None = None, seen: Seen | None = None
+    server: Server, *args: str, stdin: str | None = None, seen: Seen | None = None
 ) -> subprocess.CompletedProcess[str]:
     """``python -m entrepot ARGS`` against ``server`` (ENTREPOT_URL/ENTREPOT_TOKEN)."""
     env = {**os.environ, "ENTREPOT_URL": server.url, "ENTREPOT_TOKEN": server.token}
@@ -779,6 +781,7 @@ def cli_health(body: dict[str, Any]) -> dict[str, Any]:
     return dict(cred["credentialHealth"])
 
 
+@pytest.mark.slow
 def test_cli_vault_secret_grant_and_validate_exit_codes(
     server_factory: ServerFactory, registry_factory: RegistryFactory
 ) -> None:
@@ -855,8 +858,9 @@ def files_containing(root: Path, needles: dict[str, bytes]) -> tuple[list[str], 
     return found, total
 
 
+@pytest.mark.slow
 def test_no_secret_value_anywhere_after_set_resolve_rotate_and_fail(
-    server_factory: ServerFactory, registry_factory: RegistryFactory
+    process_factory: ServerFactory, registry_factory: RegistryFactory
 ) -> None:
     from azure.mgmt.containerregistry import models as sdk_models
 
@@ -865,7 +869,7 @@ def test_no_secret_value_anywhere_after_set_resolve_rotate_and_fail(
     basic_reg = registry_factory("basic", username=user1, password=pass1)
     token_reg = registry_factory("token", username=user2, password=pass2)
     assert token_reg.token_server is not None
-    server = server_factory(
+    server = process_factory(
         upstreams(basic_reg.login_server, token_reg.login_server) + ALLOW_LOOPBACK_REALMS,
         env={"ENTREPOT_SERVER_LOG_LEVEL": "debug"},  # the most the server would ever log
     )

@@ -29,6 +29,8 @@ from azure.mgmt.containerregistry.models import (
 
 from tests.conftest import REGISTRY, RESOURCE_GROUP, ServerProcess, genuine_sdk_client
 
+pytestmark = pytest.mark.slow  # real restarts, kill -9 and two processes
+
 API = "2025-04-01"
 RG = RESOURCE_GROUP
 TOKEN_BANNER = "created the admin API token"
@@ -158,11 +160,11 @@ async def _pg_rows(url: str, query: str) -> list[Any]:
 
 # -- resources --------------------------------------------------------------------------------
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_resources_survive_a_restart(server_factory: Factory, request: Any, backend: str) -> None:
+def test_resources_survive_a_restart(process_factory: Factory, request: Any, backend: str) -> None:
     env = {}
     if backend == "postgresql":
         env["ENTREPOT_DATABASE_URL"] = request.getfixturevalue("postgres_database")
-    server = server_factory(env=env)
+    server = process_factory(env=env)
     if backend == "postgresql":
         assert not (server.data_dir / "entrepot.db").exists()  # really on PostgreSQL
     create_resources(server)
@@ -181,8 +183,8 @@ def test_resources_survive_a_restart(server_factory: Factory, request: Any, back
 
 
 # -- the admin token --------------------------------------------------------------------------
-def test_admin_token_survives_restart_and_is_stored_hashed(server_factory: Factory) -> None:
-    server = server_factory()
+def test_admin_token_survives_restart_and_is_stored_hashed(process_factory: Factory) -> None:
+    server = process_factory()
     token_file = server.data_dir / "admin-token"
     token = server.token
     stat = token_file.stat()
@@ -211,9 +213,9 @@ def test_admin_token_survives_restart_and_is_stored_hashed(server_factory: Facto
 
 
 def test_admin_token_on_postgresql_is_stored_hashed(
-    server_factory: Factory, postgres_database: str
+    process_factory: Factory, postgres_database: str
 ) -> None:
-    server = server_factory(env={"ENTREPOT_DATABASE_URL": postgres_database})
+    server = process_factory(env={"ENTREPOT_DATABASE_URL": postgres_database})
     token = server.token
     server.restart()
     assert server.token == token
@@ -228,12 +230,12 @@ def test_admin_token_on_postgresql_is_stored_hashed(
 # -- interrupted operations -------------------------------------------------------------------
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_operations_interrupted_by_a_kill_finish_after_restart(
-    server_factory: Factory, request: Any, backend: str
+    process_factory: Factory, request: Any, backend: str
 ) -> None:
     env: dict[str, str] = {}
     if backend == "postgresql":
         env["ENTREPOT_DATABASE_URL"] = request.getfixturevalue("postgres_database")
-    server = server_factory(env=env)
+    server = process_factory(env=env)
     rules = f"{server.registry_path}/cacheRules"
     doomed = call(server, "PUT", f"{rules}/doomed-rule", rule_body("doomed"))
     assert doomed.status_code == 201 and doomed.json()["properties"]["provisioningState"] == (
@@ -285,13 +287,13 @@ def test_operations_interrupted_by_a_kill_finish_after_restart(
 
 # -- two servers on one PostgreSQL database ---------------------------------------------------
 def test_two_servers_share_one_postgresql_database(
-    server_factory: Factory, postgres_database: str
+    process_factory: Factory, postgres_database: str
 ) -> None:
     # Replicas share the database and so must share the vault's master key.
     master_key = base64.b64encode(os.urandom(32)).decode()
     shared = {"ENTREPOT_DATABASE_URL": postgres_database, "ENTREPOT_MASTER_KEY": master_key}
-    a = server_factory(env={**shared, "ENTREPOT_ARM_OPERATION_MIN_SECONDS": "30"}, name="a")
-    b = server_factory(env=shared, name="b")
+    a = process_factory(env={**shared, "ENTREPOT_ARM_OPERATION_MIN_SECONDS": "30"}, name="a")
+    b = process_factory(env=shared, name="b")
     token = a.token
     assert not (b.data_dir / "admin-token").exists()  # the token exists already: not re-created
     assert TOKEN_BANNER not in b.log()

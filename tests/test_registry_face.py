@@ -368,11 +368,11 @@ def test_registry_domain_gives_each_registry_its_host(
 
 
 def test_the_same_name_in_two_groups_is_refused_at_start(
-    server_factory: Callable[..., ServerProcess],
+    process_factory: Callable[..., ServerProcess],
 ) -> None:
     """Registry names are unique on the server, so the configuration cannot seed one twice."""
     with pytest.raises(RuntimeError) as excinfo:
-        server_factory(
+        process_factory(
             seed(OTHER_GROUP, OTHER) + seed("third-group", OTHER.lower()),
             env={"ENTREPOT_SERVER_REGISTRY_DOMAIN": "localhost"},
         )

@@ -693,6 +693,7 @@ _TARGETS = st.one_of(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(
     targets=st.lists(_TARGETS, max_size=12),

@@ -24,7 +24,7 @@ from entrepot.mgmt.models import (
     ProvisioningState,
     ResourceIdentityType,
 )
-from tests.conftest import REGISTRY, RESOURCE_GROUP, SUBSCRIPTION, ServerProcess
+from tests.conftest import REGISTRY, RESOURCE_GROUP, SUBSCRIPTION, Server
 
 RG = RESOURCE_GROUP
 REGISTRY_ID = (
@@ -57,7 +57,7 @@ def make_credential_set(client: Any, name: str, login_server: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def client(server: ServerProcess) -> Iterator[Any]:
+def client(server: Server) -> Iterator[Any]:
     with server.client() as c:
         yield c
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import REGISTRY, RESOURCE_GROUP, SUBSCRIPTION, ServerProcess, free_port
+from tests.conftest import REGISTRY, RESOURCE_GROUP, SUBSCRIPTION, Server, free_port
 
 API = "2025-04-01"
 PUBLIC = "https://entrepot.example.test/prefix"
@@ -116,6 +116,7 @@ def assert_config_error(result: subprocess.CompletedProcess[str], *needles: str)
 
 
 # -- the command line -------------------------------------------------------------------------
+@pytest.mark.slow
 def test_serve_command_line_and_token_printed_once(serve: Serve, tmp_path: Path) -> None:
     file_port, port = free_port(), free_port()
     file_data = tmp_path / "data-from-file"
@@ -164,6 +165,7 @@ def test_serve_command_line_and_token_printed_once(serve: Serve, tmp_path: Path)
     assert token_file.read_text().strip() == token
 
 
+@pytest.mark.slow
 def test_serve_reads_entrepot_config_and_environment(serve: Serve, tmp_path: Path) -> None:
     port = free_port()
     data = tmp_path / "data"
@@ -208,6 +210,7 @@ def test_config_errors_exit_2_with_one_line(
     assert not (tmp_path / "admin-token").exists()  # nothing was started
 
 
+@pytest.mark.slow
 def test_config_file_errors_exit_2(tmp_path: Path) -> None:
     missing = tmp_path / "missing.toml"
     assert_config_error(run_serve(["--config", str(missing)], clean_env()), str(missing))
@@ -223,6 +226,7 @@ def test_config_file_errors_exit_2(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.slow
 def test_port_in_use_fails_without_hanging(tmp_path: Path) -> None:
     import socket
 
@@ -246,7 +250,7 @@ def rule_body(name: str) -> dict[str, Any]:
     }
 
 
-def wait_deleted(server: ServerProcess, location: str, timeout: float = 20) -> None:
+def wait_deleted(server: Server, location: str, timeout: float = 20) -> None:
     """Poll a delete's operationResults URL (made local) until it answers 204."""
     deadline = time.monotonic() + timeout
     while True:
@@ -258,7 +262,7 @@ def wait_deleted(server: ServerProcess, location: str, timeout: float = 20) -> N
         time.sleep(0.05)
 
 
-def make_rules(server: ServerProcess, count: int, headers: dict[str, str] | None = None) -> None:
+def make_rules(server: Server, count: int, headers: dict[str, str] | None = None) -> None:
     for i in range(count):
         name = f"rule-{i:02d}"
         response = requests.put(
@@ -272,7 +276,7 @@ def make_rules(server: ServerProcess, count: int, headers: dict[str, str] | None
 
 
 def test_public_url_is_used_in_lro_headers_and_next_link(
-    server_factory: Callable[..., ServerProcess],
+    server_factory: Callable[..., Server],
 ) -> None:
     server = server_factory(env={"ENTREPOT_SERVER_PUBLIC_URL": PUBLIC})
     rules = f"{server.registry_path}/cacheRules"
@@ -330,7 +334,7 @@ def test_public_url_is_used_in_lro_headers_and_next_link(
 
 
 def test_without_public_url_urls_follow_the_host_header(
-    server_factory: Callable[..., ServerProcess],
+    server_factory: Callable[..., Server],
 ) -> None:
     server = server_factory()
     rules = f"{server.registry_path}/cacheRules"
@@ -386,14 +390,14 @@ def test_without_public_url_urls_follow_the_host_header(
 
 
 # -- registries from the configuration --------------------------------------------------------
-def registry_doc(server: ServerProcess, path: str) -> requests.Response:
+def registry_doc(server: Server, path: str) -> requests.Response:
     return requests.get(
         f"{server.url}{path}", params={"api-version": API}, headers=server.headers(), timeout=30
     )
 
 
 def test_registries_from_the_config_exist_at_start(
-    server_factory: Callable[..., ServerProcess],
+    server_factory: Callable[..., Server],
 ) -> None:
     other_sub = "11111111-2222-3333-4444-555555555555"
     extra = f"""

@@ -654,9 +654,10 @@ def test_allow_lists_let_loopback_upstreams_through(server_factory: ServerFactor
             assert listener.connections >= 1, name
 
 
-def test_entrepot_variables_are_never_sent_upstream(server_factory: ServerFactory) -> None:
+def test_entrepot_variables_are_never_sent_upstream(process_factory: ServerFactory) -> None:
     """``env_allow = ["*"]`` still does not make ``env:ENTREPOT_DATABASE_URL`` resolvable: the
-    set is Unhealthy (SecretAccessDenied) and the upstream never sees the value."""
+    set is Unhealthy (SecretAccessDenied) and the upstream never sees the value. (A real process:
+    the ``env:`` resolver reads the server's own environment.)"""
 
     async def basic(request: web.Request) -> web.StreamResponse:
         return web.json_response({}, status=401, headers={"WWW-Authenticate": 'Basic realm="r"'})
@@ -665,7 +666,7 @@ def test_entrepot_variables_are_never_sent_upstream(server_factory: ServerFactor
         config = upstreams(upstream.hostport) + (
             '\n[secrets]\nenv_enabled = true\nenv_allow = ["*"]\n'
         )
-        server = server_factory(config, env={"REGISTRY_USER": "env-user"})
+        server = process_factory(config, env={"REGISTRY_USER": "env-user"})
         database_url = f"sqlite:///{server.data_dir / 'entrepot.db'}"
         server.env["ENTREPOT_DATABASE_URL"] = database_url  # the same database, named by env
         server.restart()

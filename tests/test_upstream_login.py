@@ -384,6 +384,7 @@ async def test_registry_rejects_tokens_of_another_key(
             assert resp.status == status
 
 
+@pytest.mark.slow
 async def test_token_cache(
     session: aiohttp.ClientSession, registry_factory: Callable[..., Registry]
 ) -> None:
@@ -476,6 +477,7 @@ async def test_unreachable(session: aiohttp.ClientSession) -> None:
     assert "secret-pw-unreachable" not in info.value.message
 
 
+@pytest.mark.slow
 async def test_timeout_is_unreachable(session: aiohttp.ClientSession) -> None:
     async def slow(request: web.Request) -> web.Response:
         await asyncio.sleep(5)

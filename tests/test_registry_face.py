@@ -425,3 +425,19 @@ def test_the_sole_registry_answers_on_the_servers_own_host(
     assert_version_check(v2(server, host=f"localhost:{server.port}"))
     assert_version_check(v2(server, host=f"{REGISTRY}.localhost:{server.port}"))
     assert_oci_error(v2(server, host=f"otherregistry.localhost:{server.port}"), 404, "NAME_UNKNOWN")
+
+
+def test_a_seeded_name_held_by_another_group_is_a_config_error(
+    process_factory: Callable[..., ServerProcess],
+) -> None:
+    """The database already holds REGISTRY in its group; a seed of the same name elsewhere is
+    refused at start like any configuration error (exit 2, the key named), not a traceback."""
+    server = process_factory()
+    server.stop()
+    with server.config_path.open("a") as config:
+        config.write(seed(OTHER_GROUP, REGISTRY.upper()))
+    with pytest.raises(RuntimeError) as excinfo:
+        server.start()
+    assert server.process is not None and server.process.wait(10) == 2
+    assert "registries[1].name" in str(excinfo.value)
+    assert "Traceback" not in str(excinfo.value)

@@ -30,6 +30,7 @@ from aiohttp import web
 
 from entrepot.addressing import RegistryAddressing
 from entrepot.config import Config
+from entrepot.errors import ConfigError, ResourceExists
 from entrepot.credential_health import CredentialProbe
 from entrepot.management import Actor, Management, RegistryRef
 from entrepot.metadata import Database, SqlLeases, SqlOperationStore, SqlResourceStore
@@ -155,12 +156,15 @@ def build_app(config: Config) -> web.Application:
                 f"{config.token_file} with mode 0600):\n{token}",
                 flush=True,
             )
-        for seed in config.registries:
-            await management.registries.ensure(
-                RegistryRef(seed.subscription, seed.resource_group, seed.name),
-                seed.location,
-                SYSTEM_ACTOR,
-            )
+        for i, seed in enumerate(config.registries):
+            try:
+                await management.registries.ensure(
+                    RegistryRef(seed.subscription, seed.resource_group, seed.name),
+                    seed.location,
+                    SYSTEM_ACTOR,
+                )
+            except ResourceExists as exc:
+                raise ConfigError(f"registries[{i}].name: {exc.message}") from None
         await management.start()
 
     async def on_cleanup(_app: web.Application) -> None:

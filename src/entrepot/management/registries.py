@@ -138,7 +138,7 @@ class RegistryService:
             raise e.ResourceExists(
                 f"The registry name '{ref.name}' is already in use by registry '{other.name}' of "
                 f"resource group '{other.resource_group}'. Registry names are unique on this "
-                "server, because each registry has its own login server.",
+                "server: /v2/ finds a registry by its name (docs/adr/0003).",
                 target="registryName",
             )
 

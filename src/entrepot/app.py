@@ -30,8 +30,8 @@ from aiohttp import web
 
 from entrepot.addressing import RegistryAddressing
 from entrepot.config import Config
-from entrepot.errors import ConfigError, ResourceExists
 from entrepot.credential_health import CredentialProbe
+from entrepot.errors import ConfigError, ResourceExists
 from entrepot.management import Actor, Management, RegistryRef
 from entrepot.metadata import Database, SqlLeases, SqlOperationStore, SqlResourceStore
 from entrepot.metadata.protocols import ResourceStore

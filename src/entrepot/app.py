@@ -7,9 +7,12 @@ sub-application per face, each with its own routes, middleware and error rendere
 * ``/entrepot/vaults``: the built-in vault's management routes (:mod:`entrepot.web.vault`);
 * ``/v2``: the registry face (:mod:`entrepot.web.oci`), OCI errors, addressed by ``Host``.
 
-Besides, the root answers ``/healthz`` without authentication, and any path no face claims in
-the management API's shape (an ARM 404, as before the faces were split). The request body limit
-(``[arm] max_request_bytes``) is the root's, so it holds on every face for bodies read whole.
+Besides, the root answers ``/healthz`` without authentication, routes ``/SUBSCRIPTIONS/...``
+and the other spellings of the ARM face's prefix to the ARM dispatcher (ARM's fixed path words
+are case-insensitive), and answers any path no face claims in the management API's shape (an
+ARM 404, as before the faces were split). The request body limit (``[arm] max_request_bytes``)
+is the root's, so it holds on every face for bodies read whole. The HTTP server around it
+(TLS, read timeouts, parser errors, access log, shutdown) is :mod:`entrepot.web.serving`.
 
 On first start (no admin token in the database) a token is generated: its SHA-256 is stored,
 the token itself is written to ``<data_dir>/admin-token`` with mode 0600 for the CLI, and it is
@@ -141,7 +144,9 @@ def build_app(config: Config) -> web.Application:
         return web.json_response({"status": "ok"})
 
     app.router.add_get("/healthz", healthz)
-    app.add_subapp(arm.MOUNT, arm.build_arm_app(arm.ArmApi(management, config, authenticator)))
+    arm_api = arm.ArmApi(management, config, authenticator)
+    app.add_subapp(arm.MOUNT, arm.build_arm_app(arm_api))
+    app.router.add_route("*", arm.CASE_VARIANTS, arm_api.dispatch)  # /SUBSCRIPTIONS/... too
     app.add_subapp(vault_face.MOUNT, vault_face.build_vault_app(authenticator, vault))
     app.add_subapp(oci.MOUNT, oci.build_oci_app(addressing, lookups))
 

@@ -618,3 +618,28 @@ def test_insecure_http_off_loopback_is_allowed_with_a_warning(tmp_path: Path, pk
     result = run_serve(["--config", str(config)], clean_env())
     assert result.returncode == 1, result.stderr
     assert "plain HTTP" not in result.stderr
+
+
+def test_rate_limited_log_counts_what_it_leaves_out(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from entrepot.web.access_log import RateLimitedLog
+
+    now = [100.0]
+    quiet = RateLimitedLog(logging.getLogger("entrepot.test"), interval=10, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="entrepot.test"):
+        assert quiet.warning("a", "first %s", "a")
+        assert not any(quiet.warning("a", "again %s", "a") for _ in range(5))
+        assert quiet.warning("b", "other kind")  # kinds are limited separately
+        now[0] += 10
+        assert quiet.warning("a", "later %s", "a")
+        now[0] += 10
+        assert quiet.warning("a", "quiet since")
+    messages = [record.getMessage() for record in caplog.records]
+    assert messages == [
+        "first a",
+        "other kind",
+        "later a (and 5 like it since the last such line)",
+        "quiet since",
+    ]
+    assert all(record.exc_info is None for record in caplog.records)

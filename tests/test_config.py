@@ -22,6 +22,7 @@ from entrepot.errors import ConfigError
 FULL_TOML = """
 [server]
 listen = "0.0.0.0:6000"
+allow_insecure_http = true   # off loopback without TLS (issue 7.9)
 public_url = "https://cache.example.com"
 data_dir = "/var/lib/entrepot"
 log_level = "debug"
@@ -477,3 +478,117 @@ def test_invalid_registry_addressing_names_the_key(tmp_path: Path, key: str, val
     assert repr(value) in message
     env_message = error_of(tmp_path, env={f"ENTREPOT_SERVER_{key.upper()}": value})
     assert env_message == message
+
+
+# -- issue 7: passwords hidden in every spelling; [server] keys for serving ----------------------
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("postgresql://u:pa/ss@db/x", "postgresql://u:***@db/x"),
+        ("postgresql://u:p@ss@db:5432/x", "postgresql://u:***@db:5432/x"),
+        ("postgresql://u:a:b/c@d@db/x?sslmode=require", "postgresql://u:***@db/x?sslmode=require"),
+        ("postgresql://u:p%40ss%2F@db/x", "postgresql://u:***@db/x"),
+        (
+            "postgresql://u@db/x?sslmode=disable&password=pa/ss@w&PassWord=x",
+            "postgresql://u@db/x?sslmode=disable&password=***&PassWord=***",
+        ),
+        ("postgresql://u@db/x?sslpassword=k3y", "postgresql://u@db/x?sslpassword=***"),
+        ("http://mirror:pa/ss@127.0.0.1:5001", "http://mirror:***@127.0.0.1:5001"),
+        ("mysql://root:hunter/2@db/x", "mysql://root:***@db/x"),
+        ("postgresql://db/x", "postgresql://db/x"),
+    ],
+)
+def test_mask_url_hides_passwords_with_slash_at_and_in_the_query(url: str, masked: str) -> None:
+    assert mask_url(url) == masked
+
+
+def test_database_url_passes_raw_passwords_to_the_driver_encoded(tmp_path: Path) -> None:
+    encoded = "postgresql+asyncpg://u:pa%2Fss%40w%3Ax@db:5432/x"
+    assert database_url("postgresql://u:pa/ss@w:x@db:5432/x", tmp_path) == encoded
+    assert database_url("postgresql://u:pa%2Fss%40w%3Ax@db:5432/x", tmp_path) == encoded
+    assert database_url("postgresql+asyncpg://u:pa/ss@w:x@db:5432/x", tmp_path) == encoded
+    with_query = "postgresql://u@db/x?password=p/w"
+    assert database_url(with_query, tmp_path) == "postgresql+asyncpg://u@db/x?password=p/w"
+
+
+def test_sanitized_hides_every_password_spelling(tmp_path: Path) -> None:
+    for url in (
+        "postgresql://entrepot:s3cr/t@P4ss@db/x",
+        "postgresql://entrepot@db/x?password=s3cr%2Ft%40P4ss",
+        "postgresql+asyncpg://entrepot:s3cr%2Ft@db/x",
+    ):
+        config = load_config(env={"ENTREPOT_DATABASE_URL": url})
+        text = json.dumps(config.sanitized())
+        assert "s3cr" not in text and "P4ss" not in text, text
+    message = error_of(tmp_path, '[upstreams."docker.io"]\nurl = "ftp://u:s3cr/t@host"\n')
+    assert "upstreams" in message and "s3cr" not in message
+
+
+def test_serving_keys(tmp_path: Path) -> None:
+    server = Config().server
+    assert server.trusted_proxies == ()
+    assert (server.header_timeout_seconds, server.body_timeout_seconds) == (10.0, 60.0)
+    assert server.shutdown_timeout_seconds == 5.0
+    assert server.access_log == "text"
+    assert (server.tls_cert, server.tls_key, server.allow_insecure_http) == ("", "", False)
+    toml = """
+[server]
+listen = "127.0.0.1:5443"
+trusted_proxies = ["10.0.0.5", "10.1.0.0/16", "fd00::/8"]
+header_timeout_seconds = 2.5
+body_timeout_seconds = 30
+shutdown_timeout_seconds = 0
+access_log = "json"
+tls_cert = "/etc/entrepot/cert.pem"
+tls_key = "/etc/entrepot/key.pem"
+"""
+    server = load_config(write(tmp_path, toml), env={}).server
+    assert server.trusted_proxies == ("10.0.0.5", "10.1.0.0/16", "fd00::/8")
+    assert (server.header_timeout_seconds, server.body_timeout_seconds) == (2.5, 30.0)
+    assert (server.shutdown_timeout_seconds, server.access_log) == (0.0, "json")
+    assert server.base_url == "https://127.0.0.1:5443"  # TLS: the listen address over https
+    data = load_config(write(tmp_path, toml), env={}).sanitized()
+    assert data["server"]["trusted_proxies"] == ["10.0.0.5", "10.1.0.0/16", "fd00::/8"]
+    env = {"ENTREPOT_SERVER_TRUSTED_PROXIES": "127.0.0.1, ::1", "ENTREPOT_SERVER_ACCESS_LOG": "off"}
+    server = load_config(env=env).server
+    assert (server.trusted_proxies, server.access_log) == (("127.0.0.1", "::1"), "off")
+    assert server.base_url == "http://127.0.0.1:5000"
+    public = load_config(env={**env, "ENTREPOT_SERVER_PUBLIC_URL": "https://c.example/"}).server
+    assert public.base_url == "https://c.example"
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"ENTREPOT_SERVER_TRUSTED_PROXIES": "proxy.example"}, "server.trusted_proxies"),
+        ({"ENTREPOT_SERVER_TRUSTED_PROXIES": "10.0.0.0/33"}, "server.trusted_proxies"),
+        ({"ENTREPOT_SERVER_ACCESS_LOG": "xml"}, "server.access_log"),
+        ({"ENTREPOT_SERVER_HEADER_TIMEOUT_SECONDS": "0"}, "server.header_timeout_seconds"),
+        ({"ENTREPOT_SERVER_BODY_TIMEOUT_SECONDS": "-1"}, "server.body_timeout_seconds"),
+        ({"ENTREPOT_SERVER_SHUTDOWN_TIMEOUT_SECONDS": "601"}, "server.shutdown_timeout_seconds"),
+        ({"ENTREPOT_SERVER_TLS_CERT": "/c.pem"}, "server.tls_key"),
+        ({"ENTREPOT_SERVER_TLS_KEY": "/k.pem"}, "server.tls_cert"),
+        ({"ENTREPOT_SERVER_LISTEN": "0.0.0.0:5000"}, "server.allow_insecure_http"),
+        ({"ENTREPOT_SERVER_LISTEN": "[::]:5000"}, "server.allow_insecure_http"),
+        ({"ENTREPOT_SERVER_LISTEN": "192.168.1.10:5000"}, "server.allow_insecure_http"),
+        ({"ENTREPOT_SERVER_LISTEN": "cache.example.com:5000"}, "server.allow_insecure_http"),
+    ],
+)
+def test_serving_key_errors(env: dict[str, str], needle: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(env=env)
+    assert str(info.value).startswith(needle), str(info.value)
+
+
+def test_listen_off_loopback(tmp_path: Path) -> None:
+    for listen in ("127.0.0.1:5000", "127.9.9.9:1", "[::1]:5000", "localhost:5000"):
+        assert load_config(env={"ENTREPOT_SERVER_LISTEN": listen}).server.listens_on_loopback
+    allowed = {"ENTREPOT_SERVER_LISTEN": "0.0.0.0:5000", "ENTREPOT_SERVER_ALLOW_INSECURE_HTTP": "1"}
+    server = load_config(env=allowed).server
+    assert not server.listens_on_loopback and server.allow_insecure_http
+    tls = {
+        "ENTREPOT_SERVER_LISTEN": "0.0.0.0:5000",
+        "ENTREPOT_SERVER_TLS_CERT": "/c.pem",
+        "ENTREPOT_SERVER_TLS_KEY": "/k.pem",
+    }
+    assert load_config(env=tls).server.base_url == "https://127.0.0.1:5000"

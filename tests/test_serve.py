@@ -333,60 +333,115 @@ def test_public_url_is_used_in_lro_headers_and_next_link(
     assert registry["properties"]["loginServer"] == "entrepot.example.test"
 
 
-def test_without_public_url_urls_follow_the_host_header(
-    server_factory: Callable[..., Server],
-) -> None:
-    server = server_factory()
+def lro_urls(server: Server, name: str, headers: dict[str, str]) -> tuple[str, str, str]:
+    """``(Azure-AsyncOperation, Location, nextLink)`` of a PUT, a DELETE and a list of rules,
+    each sent with ``headers``; the rule is created, and its deletion started."""
     rules = f"{server.registry_path}/cacheRules"
-    proxy = {"Host": "proxy.example.org:8443"}
-
     put = requests.put(
-        f"{server.url}{rules}/host-rule",
+        f"{server.url}{rules}/{name}",
         params={"api-version": API},
-        json=rule_body("host"),
-        headers={**server.headers(), **proxy},
+        json=rule_body(name),
+        headers={**server.headers(), **headers},
         timeout=30,
     )
-    assert put.status_code == 201, put.text
-    status_url = put.headers["Azure-AsyncOperation"]
-    assert status_url.startswith(f"http://proxy.example.org:8443{rules}/host-rule/"), status_url
-
-    plain = requests.put(
-        f"{server.url}{rules}/host-rule",
-        params={"api-version": API},
-        json=rule_body("host"),
-        headers=server.headers(),
-        timeout=30,
-    )
-    assert plain.status_code == 200, plain.text
-    assert plain.headers["Azure-AsyncOperation"].startswith(f"{server.url}{rules}/host-rule/")
-
-    delete = requests.delete(
-        f"{server.url}{rules}/host-rule",
-        params={"api-version": API},
-        headers={**server.headers(), **proxy},
-        timeout=30,
-    )
-    assert delete.status_code == 202, delete.text
-    location = delete.headers["Location"]
-    assert location.startswith(f"http://proxy.example.org:8443{rules}/host-rule/operationResults/")
-    wait_deleted(server, location.replace("http://proxy.example.org:8443", server.url))
-
-    make_rules(server, 11)
+    assert put.status_code in (200, 201), put.text
     page = requests.get(
         f"{server.url}{rules}",
         params={"api-version": API},
-        headers={**server.headers(), **proxy},
+        headers={**server.headers(), **headers},
         timeout=30,
-    ).json()
-    assert page["nextLink"].startswith(f"http://proxy.example.org:8443{rules}?api-version={API}&")
-    direct = requests.get(
-        f"{server.url}{rules}", params={"api-version": API}, headers=server.headers(), timeout=30
-    ).json()
-    assert direct["nextLink"].startswith(f"{server.url}{rules}?api-version={API}&")
-    second = requests.get(direct["nextLink"], headers=server.headers(), timeout=30)
+    )
+    assert page.status_code == 200, page.text
+    delete = requests.delete(
+        f"{server.url}{rules}/{name}",
+        params={"api-version": API},
+        headers={**server.headers(), **headers},
+        timeout=30,
+    )
+    assert delete.status_code == 202, delete.text
+    return put.headers["Azure-AsyncOperation"], delete.headers["Location"], page.json()["nextLink"]
+
+
+def test_absolute_urls_never_follow_the_host_header(
+    server_factory: Callable[..., Server],
+) -> None:
+    """Issue 7.5: without public_url, ``Host`` (and forwarded headers from an untrusted peer)
+    never reach an absolute URL; they point at the listen address, which the SDK follows."""
+    server = server_factory()
+    make_rules(server, 11)  # page_size is 10: every list has a nextLink
+    rules = f"{server.registry_path}/cacheRules"
+    hostile = [
+        {"Host": "evil.example:8443"},
+        {"X-Forwarded-Host": "evil.example:8443", "X-Forwarded-Proto": "https"},
+        {"Forwarded": "proto=https;host=evil.example:8443"},
+        {"Host": "evil.example:8443", "X-Forwarded-Host": "evil.example"},
+    ]
+    for i, headers in enumerate(hostile):
+        status_url, location, next_link = lro_urls(server, f"host-rule-{i}", headers)
+        assert status_url.startswith(f"{server.url}{rules}/host-rule-{i}/operationStatuses/"), (
+            headers,
+            status_url,
+        )
+        assert location.startswith(f"{server.url}{rules}/host-rule-{i}/operationResults/")
+        assert next_link.startswith(f"{server.url}{rules}?api-version={API}&$skipToken=")
+        for url in (status_url, location, next_link):
+            assert "evil" not in url
+    # The URLs work as they are.
+    second = requests.get(next_link, headers=server.headers(), timeout=30)
     assert second.status_code == 200
-    assert [r["name"] for r in second.json()["value"]] == ["rule-10"]
+    assert "rule-10" in [r["name"] for r in second.json()["value"]]
+
+
+def test_forwarded_headers_count_only_from_trusted_proxies(
+    server_factory: Callable[..., Server],
+) -> None:
+    """With ``trusted_proxies`` holding the peer's address, its X-Forwarded-* / Forwarded
+    values make the base; malformed values fall back to the listen address; Host never counts;
+    public_url, when set, wins over everything."""
+    server = server_factory(env={"ENTREPOT_SERVER_TRUSTED_PROXIES": "10.0.0.0/8,127.0.0.1"})
+    rules = f"{server.registry_path}/cacheRules"
+    make_rules(server, 11)
+    cases = [
+        (
+            {"X-Forwarded-Host": "cache.example.org", "X-Forwarded-Proto": "https"},
+            "https://cache.example.org",
+        ),
+        (
+            {"X-Forwarded-Host": "client-sent.example, cache.example.org:8443"},
+            "http://cache.example.org:8443",
+        ),
+        (
+            {"Forwarded": 'for=1.2.3.4;proto=https;host="cache.example.org"'},
+            "https://cache.example.org",
+        ),
+        (
+            {"Forwarded": "proto=https;host=client-sent.example, proto=http;host=proxy.example"},
+            "http://proxy.example",
+        ),
+        (
+            {"X-Forwarded-Host": "evil.example/path?x=", "X-Forwarded-Proto": "javascript"},
+            server.url,
+        ),
+        ({"Host": "evil.example:8443"}, server.url),
+    ]
+    for i, (headers, base) in enumerate(cases):
+        status_url, location, next_link = lro_urls(server, f"fwd-rule-{i}", headers)
+        assert status_url.startswith(f"{base}{rules}/fwd-rule-{i}/operationStatuses/"), (
+            headers,
+            status_url,
+        )
+        assert location.startswith(f"{base}{rules}/fwd-rule-{i}/operationResults/"), location
+        assert next_link.startswith(f"{base}{rules}?api-version={API}&"), next_link
+
+    fixed = server_factory(
+        env={
+            "ENTREPOT_SERVER_TRUSTED_PROXIES": "127.0.0.1",
+            "ENTREPOT_SERVER_PUBLIC_URL": PUBLIC,
+        }
+    )
+    make_rules(fixed, 11)
+    urls = lro_urls(fixed, "fixed-rule", {"X-Forwarded-Host": "cache.example.org"})
+    assert all(url.startswith(f"{PUBLIC}{fixed.registry_path}/cacheRules") for url in urls), urls
 
 
 # -- registries from the configuration --------------------------------------------------------

@@ -7,9 +7,12 @@ sub-application per face, each with its own routes, middleware and error rendere
 * ``/entrepot/vaults``: the built-in vault's management routes (:mod:`entrepot.web.vault`);
 * ``/v2``: the registry face (:mod:`entrepot.web.oci`), OCI errors, addressed by ``Host``.
 
-Besides, the root answers ``/healthz`` without authentication, and any path no face claims in
-the management API's shape (an ARM 404, as before the faces were split). The request body limit
-(``[arm] max_request_bytes``) is the root's, so it holds on every face for bodies read whole.
+Besides, the root answers ``/healthz`` without authentication, routes ``/SUBSCRIPTIONS/...``
+and the other spellings of the ARM face's prefix to the ARM dispatcher (ARM's fixed path words
+are case-insensitive), and answers any path no face claims in the management API's shape (an
+ARM 404, as before the faces were split). The request body limit (``[arm] max_request_bytes``)
+is the root's, so it holds on every face for bodies read whole. The HTTP server around it
+(TLS, read timeouts, parser errors, access log, shutdown) is :mod:`entrepot.web.serving`.
 
 On first start (no admin token in the database) a token is generated: its SHA-256 is stored,
 the token itself is written to ``<data_dir>/admin-token`` with mode 0600 for the CLI, and it is
@@ -40,8 +43,10 @@ from entrepot.secrets import BuiltinVault, build_resolvers
 from entrepot.upstream import AddressGuard, AiohttpTransport, UpstreamClient
 from entrepot.web import arm, oci
 from entrepot.web import vault as vault_face
+from entrepot.web.access_log import ACCESS_LOGGER
 from entrepot.web.auth import TokenAuthenticator
 from entrepot.web.responses import Handler, Middleware, management_errors
+from entrepot.web.serving import serve_app, tls_context
 
 log = logging.getLogger("entrepot")
 SYSTEM_ACTOR = Actor("entrepot")
@@ -142,7 +147,9 @@ def build_app(config: Config) -> web.Application:
         return web.json_response({"status": "ok"})
 
     app.router.add_get("/healthz", healthz)
-    app.add_subapp(arm.MOUNT, arm.build_arm_app(arm.ArmApi(management, config, authenticator)))
+    arm_api = arm.ArmApi(management, config, authenticator)
+    app.add_subapp(arm.MOUNT, arm.build_arm_app(arm_api))
+    app.router.add_route("*", arm.CASE_VARIANTS, arm_api.dispatch)  # /SUBSCRIPTIONS/... too
     app.add_subapp(vault_face.MOUNT, vault_face.build_vault_app(authenticator, vault))
     app.add_subapp(oci.MOUNT, oci.build_oci_app(addressing, lookups))
 
@@ -177,7 +184,12 @@ def build_app(config: Config) -> web.Application:
     return app
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(level: str, access_log: str = "text") -> None:
+    """Log lines to standard error: ``TIME LEVEL LOGGER: message``.
+
+    The access log (``entrepot.access``, :mod:`entrepot.web.access_log`) is written at INFO
+    whatever ``level`` is; as ``json`` its lines are the bare JSON objects, one per line.
+    """
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -185,12 +197,32 @@ def configure_logging(level: str) -> None:
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    access = logging.getLogger(ACCESS_LOGGER)
+    access.setLevel(logging.INFO)
+    if access_log == "json":
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        access.addHandler(handler)
+        access.propagate = False
 
 
 def serve(config: Config) -> None:
-    """Serve until interrupted (SIGINT/SIGTERM stop gracefully)."""
-    configure_logging(config.server.log_level)
+    """Serve until interrupted (SIGINT/SIGTERM stop gracefully, see
+    :mod:`entrepot.web.serving`).
+
+    :raises ConfigError: when the TLS certificate or key cannot be loaded.
+    :raises OSError: when the listen address cannot be bound.
+    """
+    server = config.server
+    ssl_context = tls_context(server.tls_cert, server.tls_key) if server.tls_cert else None
+    configure_logging(server.log_level, server.access_log)
     log.info("starting with %s", config.sanitized())
+    if ssl_context is None and not server.listens_on_loopback:
+        log.warning(
+            "serving plain HTTP on %s, an address off loopback (server.allow_insecure_http): "
+            "tokens and secrets cross the network in clear unless a TLS proxy is in front",
+            server.listen,
+        )
     try:
         import uvloop
 
@@ -198,10 +230,9 @@ def serve(config: Config) -> None:
     except ImportError:  # uvloop is optional
         pass
     app = build_app(config)
-    web.run_app(
+    serve_app(
         app,
-        host=config.server.host,
-        port=config.server.port,
-        print=lambda _msg: log.info("listening on %s", config.server.listen),
-        access_log=logging.getLogger("aiohttp.access"),
+        server,
+        ssl_context=ssl_context,
+        on_listening=lambda url: log.info("listening on %s", url),
     )

@@ -58,7 +58,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from entrepot.errors import ConfigError, InvalidLoginServer
 from entrepot.oci import parse_login_server
@@ -89,6 +89,14 @@ class ServerConfig:
     log_level: str = "info"
     registry_domain: str = ""
     default_registry: str = ""
+    trusted_proxies: tuple[str, ...] = ()  # addresses or networks whose X-Forwarded-* count
+    header_timeout_seconds: float = 10.0  # from a request's first byte to its last header line
+    body_timeout_seconds: float = 60.0  # from the end of the headers to the body's last byte
+    shutdown_timeout_seconds: float = 5.0  # how long SIGTERM waits for requests in progress
+    access_log: str = "text"  # text | json | off
+    tls_cert: str = ""  # PEM certificate chain; with tls_key, every face is served over HTTPS
+    tls_key: str = ""
+    allow_insecure_http: bool = False  # plain HTTP on an address off loopback
 
     @property
     def host(self) -> str:
@@ -112,11 +120,17 @@ class ServerConfig:
 
     @property
     def base_url(self) -> str:
-        """Where clients reach this server: ``public_url``, else ``http://`` + the listen address
-        (wildcards as loopback); no trailing slash. The one source of absolute URLs."""
+        """Where clients reach this server: ``public_url``, else ``https://`` (with ``tls_cert``)
+        or ``http://`` + the listen address (wildcards as loopback); no trailing slash. The one
+        source of absolute URLs."""
         if self.public_url:
             return self.public_url.rstrip("/")
-        return f"http://{self.local_address}"
+        return f"{'https' if self.tls_cert else 'http'}://{self.local_address}"
+
+    @property
+    def listens_on_loopback(self) -> bool:
+        """Whether the listen host is ``localhost`` or a loopback address (wildcards are not)."""
+        return is_loopback_host(self.host)
 
 
 @dataclass(frozen=True)
@@ -243,7 +257,9 @@ class Config:
     def sanitized(self) -> dict[str, Any]:
         """The configuration as plain data, safe for logs (passwords in URLs masked)."""
         return {
-            "server": vars(self.server),
+            "server": {
+                k: list(v) if isinstance(v, tuple) else v for k, v in vars(self.server).items()
+            },
             "database": {"url": mask_url(self.database_url)},
             "arm": vars(self.arm),
             "policy": {
@@ -284,24 +300,72 @@ def split_listen(listen: str) -> tuple[str, int]:
 
 
 def database_url(url: str, data_dir: Path) -> str:
-    """Normalise a database URL to its async SQLAlchemy driver form."""
+    """Normalise a database URL to its async SQLAlchemy driver form.
+
+    The user name and password are percent-encoded as they reach the driver, so a password
+    written with a raw ``/``, ``@`` or ``:`` is taken as written (escapes already present are
+    kept).
+    """
     if not url:
         return f"sqlite+aiosqlite:///{(data_dir / 'entrepot.db').resolve()}"
     if url.startswith(("postgresql://", "postgres://")):
-        return "postgresql+asyncpg://" + url.split("://", 1)[1]
+        return "postgresql+asyncpg://" + _quote_userinfo(url.split("://", 1)[1])
     if url.startswith("sqlite:///"):
         return "sqlite+aiosqlite:///" + url[len("sqlite:///") :]
-    if url.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite:///")):
+    if url.startswith("sqlite+aiosqlite:///"):
         return url
+    if url.startswith("postgresql+asyncpg://"):
+        return "postgresql+asyncpg://" + _quote_userinfo(url.split("://", 1)[1])
     raise ConfigError(
         f"database.url: unsupported scheme in {mask_url(url)!r}; use sqlite:///PATH or "
         "postgresql://USER@HOST/DB"
     )
 
 
+_SECRET_QUERY_KEYS = frozenset({"password", "passwd", "pwd", "pass", "sslpassword", "secret"})
+
+
+def _split_userinfo(rest: str) -> tuple[str, str, str] | None:
+    """``(user, password, after)`` of ``rest`` (a URL after ``scheme://``) when it holds a
+    password: the user info runs to the *last* ``@`` before the query, so a password with a
+    raw ``/`` or ``@`` is found whole. ``after`` starts at that ``@``."""
+    head = rest.split("?", 1)[0]
+    at = head.rfind("@")
+    if at < 0:
+        return None
+    user, colon, password = head[:at].partition(":")
+    if not colon:
+        return None
+    return user, password, rest[at:]
+
+
+def _quote_userinfo(rest: str) -> str:
+    found = _split_userinfo(rest)
+    if found is None:
+        return rest
+    user, password, after = found
+    return f"{quote(unquote(user), safe='')}:{quote(unquote(password), safe='')}{after}"
+
+
 def mask_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``."""
-    return re.sub(r"(://[^:/@]+:)[^@/]*@", r"\1***@", url)
+    """``url`` with its password hidden: the user info's password and the values of query
+    parameters such as ``password=`` become ``***``. Safe for any log line or error message,
+    also when a password holds a raw ``/``, ``@`` or ``:`` (it may then hide a little more)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    found = _split_userinfo(rest)
+    if found is not None:
+        rest = f"{found[0]}:***{found[2]}"
+    head, qmark, query = rest.partition("?")
+    if qmark:
+        pairs = []
+        for pair in query.split("&"):
+            key, eq, _value = pair.partition("=")
+            secret = unquote(key).strip().lower() in _SECRET_QUERY_KEYS
+            pairs.append(f"{key}=***" if eq and secret else pair)
+        rest = f"{head}?{'&'.join(pairs)}"
+    return f"{scheme}{sep}{rest}"
 
 
 def load_config(
@@ -448,7 +512,9 @@ def _load_upstreams(table: Any) -> dict[str, UpstreamEndpoint]:
             raise ConfigError(f'{where}: expected a table with one key, url = "<scheme>://<host>"')
         parts = urlsplit(entry["url"])
         if parts.scheme not in {"http", "https"} or not parts.netloc or parts.query:
-            raise ConfigError(f"{where}.url: expected http(s)://HOST[:PORT], got {entry['url']!r}")
+            raise ConfigError(
+                f"{where}.url: expected http(s)://HOST[:PORT], got {mask_url(entry['url'])!r}"
+            )
         out[key] = UpstreamEndpoint(url=entry["url"].rstrip("/"))
     return out
 
@@ -512,6 +578,7 @@ def _validate(config: Config) -> None:
             "server.default_registry: a registry name, 5-50 letters, digits or hyphens, got "
             f"{config.server.default_registry!r}"
         )
+    _validate_serving(config.server)
     database_url(config.database.url, config.data_dir)
     arm = config.arm
     checks = [
@@ -562,6 +629,41 @@ def _validate(config: Config) -> None:
             )
 
 
+def _validate_serving(server: ServerConfig) -> None:
+    """The keys of how the server listens: timeouts, access log, proxies, TLS."""
+    checks = [
+        (
+            0.5 <= server.header_timeout_seconds <= 3600,
+            "server.header_timeout_seconds: 0.5 to 3600",
+        ),
+        (0.5 <= server.body_timeout_seconds <= 86400, "server.body_timeout_seconds: 0.5 to 86400"),
+        (
+            0 <= server.shutdown_timeout_seconds <= 600,
+            "server.shutdown_timeout_seconds: 0 to 600",
+        ),
+        (server.access_log in ("text", "json", "off"), "server.access_log: text, json or off"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    for proxy in server.trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy.strip(), strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"server.trusted_proxies: {proxy!r} is not an IP address or network (CIDR)"
+            ) from None
+    if bool(server.tls_cert) != bool(server.tls_key):
+        missing = "server.tls_key" if server.tls_cert else "server.tls_cert"
+        raise ConfigError(f"{missing}: server.tls_cert and server.tls_key are set together")
+    if not server.tls_cert and not server.listens_on_loopback and not server.allow_insecure_http:
+        raise ConfigError(
+            f"server.allow_insecure_http: the listen address {server.listen!r} is off loopback "
+            "and no TLS is configured; set server.tls_cert and server.tls_key, or set "
+            "server.allow_insecure_http = true (e.g. behind a TLS-terminating proxy)"
+        )
+
+
 def _is_login_server_pattern(pattern: str) -> bool:
     """Whether ``pattern`` is a login server or ``*.<DNS name>[:port]``, in normal form."""
     wildcard = pattern.startswith("*.")
@@ -583,6 +685,16 @@ def _is_host_pattern(pattern: str) -> bool:
     except InvalidLoginServer:
         return False
     return not parsed.is_address and parsed.port is None and parsed.text == name
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` (no port) is ``localhost`` or a literal loopback address."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def is_private_host(host: str) -> bool:

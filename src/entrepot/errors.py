@@ -23,11 +23,12 @@ Exception tree::
     ├── MethodNotAllowed (405)
     ├── Conflict (409)              TargetConflict, QuotaExceeded, CredentialSetInUse,
     │                               PropertyChangeNotAllowed, OperationInProgress, ResourceExists
-    ├── PayloadTooLarge (413)
+    ├── PayloadTooLarge (413), RequestTimeout (408)
     ├── InternalError (500)
     ├── OCI vocabulary (400, raised by ``oci.py``): NameInvalid, TagInvalid, DigestInvalid,
     │                               ManifestInvalid; InvalidLoginServer (an InvalidPropertyValue)
     └── Unsupported (415)           a manifest media type we do not serve (Docker schema 1)
+        └── UnsupportedContentType  a request body that is not JSON (the ARM face)
 
 Messages are for people and never contain a secret value; ``code`` strings are stable and
 part of the API.
@@ -308,6 +309,19 @@ class Unsupported(EntrepotError):
 
     415 (Unsupported Media Type), not 405: the method is fine, the media type is not.
     """
+
+    kind = _kind("UnsupportedMediaType", 415, "UNSUPPORTED")
+
+
+class RequestTimeout(EntrepotError):
+    """The client did not send its whole request within the server's read timeout."""
+
+    kind = _kind("RequestTimeout", 408)
+
+
+class UnsupportedContentType(Unsupported):
+    """A request body's ``Content-Type`` is not one the API reads (ARM: JSON only); ``target``
+    is ``Content-Type``. ARM code ``UnsupportedMediaType``, 415."""
 
     kind = _kind("UnsupportedMediaType", 415, "UNSUPPORTED")
 

@@ -17,15 +17,23 @@ Wire behaviour (what the genuine SDK depends on):
 * Every response carries ``x-ms-request-id``; every error is ``{"error": {code, message,
   target}}`` with the status from the error table (the middleware of
   :func:`entrepot.web.responses.management_errors`).
+* A path of another shape is a 404 for anyone; any other request is authenticated before its
+  names, api-version or body are validated (a malformed name without a valid token is a 401).
+* A PUT/PATCH body must be JSON: another ``Content-Type`` is 415 ``UnsupportedMediaType``.
+* Absolute URLs (``Azure-AsyncOperation``, ``Location``, ``nextLink``) start with
+  :class:`entrepot.web.responses.BaseUrl`: ``public_url`` or the listen address, never ``Host``.
+* A ``$skipToken`` not made by this server is 400 ``InvalidPropertyValue`` (target
+  ``$skipToken``), never a restart at the first page.
 
 :func:`build_arm_app` makes the face: a sub-application that ``app.py`` mounts at
-``/subscriptions``.
+``/subscriptions``; ``app.py`` also routes :data:`CASE_VARIANTS` (``/SUBSCRIPTIONS/...``) of
+the root to :meth:`ArmApi.dispatch`, since a mount's prefix is matched exactly.
 """
 
 from __future__ import annotations
 
 import logging
-from base64 import urlsafe_b64decode, urlsafe_b64encode
+from base64 import b64decode, urlsafe_b64encode
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote
@@ -47,13 +55,16 @@ from entrepot.management import (
 from entrepot.metadata.records import ResourceKind as Kind
 from entrepot.models import Model, child_resource_id, format_datetime
 from entrepot.web.auth import TokenAuthenticator
-from entrepot.web.responses import json_response, management_errors
+from entrepot.web.responses import BaseUrl, json_response, management_errors
 
 log = logging.getLogger("entrepot.web.arm")
 
 API_VERSIONS = frozenset({"2023-07-01", "2025-04-01", "2025-11-01"})
 PROVIDER_SEGMENTS = ("providers", "microsoft.containerregistry", "registries")
 MOUNT = "/subscriptions"  # where app.py mounts the face
+CASE_VARIANTS = r"/{mount:(?i:subscriptions)}{tail:(?:/[\s\S]*)?}"
+"""A root route for :meth:`ArmApi.dispatch`: ``/SUBSCRIPTIONS/...`` and the other spellings
+that the face mounted at :data:`MOUNT` (matched exactly) does not see, routed as ARM does."""
 
 MANAGEMENT_KEY = web.AppKey("management", Management)
 CONFIG_KEY = web.AppKey("config", Config)
@@ -151,10 +162,20 @@ class ArmApi:
         self.management = management
         self.config = config
         self.authenticator = authenticator
+        self.base_url = BaseUrl(config.server)
 
     # -- dispatch -------------------------------------------------------------------------------
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
-        route = parse_path(request.raw_path)
+        """Answer one request under ``/subscriptions`` (any case of the fixed words).
+
+        A path that is not this provider's shape is a 404 for anyone; everything else is
+        authenticated first, so a malformed name without a valid token is a 401.
+        """
+        try:
+            route = parse_path(request.raw_path)
+        except e.InvalidResourceName:
+            await self.authenticator.authenticate(request)
+            raise
         actor = Actor(await self.authenticator.authenticate(request))
         version = _api_version(request)
         method = request.method
@@ -213,6 +234,7 @@ class ArmApi:
 
     # -- pieces ---------------------------------------------------------------------------------
     async def _body(self, request: web.Request) -> Any:
+        _require_json(request)
         raw = await request.read()
         if not raw.strip():
             raise e.InvalidRequestContent("The request body is empty; a JSON object is required.")
@@ -222,9 +244,7 @@ class ArmApi:
             raise e.InvalidRequestContent(f"The request body is not valid JSON: {exc}.") from None
 
     def _base(self, request: web.Request) -> str:
-        if self.config.server.public_url:
-            return self.config.server.public_url.rstrip("/")
-        return f"{request.scheme}://{request.host}"
+        return self.base_url.of(request)
 
     def _op_url(
         self, request: web.Request, resource_id: str, segment: str, op_id: str, v: str
@@ -302,17 +322,23 @@ def encode_skip_token(after: str) -> str:
 
 
 def decode_skip_token(token: str | None) -> str:
-    """The keyset position of a ``$skipToken``; ``""`` for the first page.
+    """The keyset position of a ``$skipToken``; ``""`` for the first page (no token).
 
-    :raises InvalidPropertyValue: for a token this server did not make.
+    Only what :func:`encode_skip_token` makes of a non-empty, printable, lower-case position
+    is accepted, so a damaged token is an error rather than a silent restart at the first page.
+
+    :raises InvalidPropertyValue: for any other token, the empty one included.
     """
-    if not token:
+    if token is None:
         return ""
     try:
-        if not token.startswith("k"):
+        raw = token[1:] if token.startswith("k") else ""
+        if not raw:
             raise ValueError
-        raw = token[1:]
-        return urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
+        after = b64decode(raw + "=" * (-len(raw) % 4), altchars=b"-_", validate=True).decode()
+        if not after.isprintable() or after != after.lower() or encode_skip_token(after) != token:
+            raise ValueError
+        return after
     except (ValueError, UnicodeDecodeError):
         raise e.InvalidPropertyValue(
             "The $skipToken is not valid; use the nextLink of the previous page.",
@@ -322,6 +348,26 @@ def decode_skip_token(token: str | None) -> str:
 
 def _skip_token(request: web.Request) -> str:
     return decode_skip_token(request.query.get("$skipToken"))
+
+
+JSON_TYPES = ("application/json", "text/json")
+
+
+def _require_json(request: web.Request) -> None:
+    """A request body must be JSON: ``application/json`` (``text/json``, any
+    ``application/*+json``) or no ``Content-Type`` at all.
+
+    :raises UnsupportedContentType: for any other media type (415).
+    """
+    if "Content-Type" not in request.headers:
+        return
+    media = request.content_type.lower()
+    if media in JSON_TYPES or (media.startswith("application/") and media.endswith("+json")):
+        return
+    raise e.UnsupportedContentType(
+        f"The content media type {media!r} is not supported; send 'application/json'.",
+        target="Content-Type",
+    )
 
 
 def _quote_id(resource_id: str) -> str:

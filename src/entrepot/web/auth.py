@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from entrepot import errors as e
+from entrepot.web.access_log import PRINCIPAL
 
 __all__ = ["TokenAuthenticator", "TokenLookup"]
 
@@ -33,8 +34,11 @@ class TokenAuthenticator:
         self._cache: dict[str, tuple[str, float]] = {}
 
     async def authenticate(self, request: web.Request) -> str:
-        """The description of the request's bearer token (see :meth:`check`)."""
-        return await self.check(request.headers.get("Authorization", ""))
+        """The description of the request's bearer token (see :meth:`check`); it is also the
+        request's ``PRINCIPAL`` in the access log."""
+        principal = await self.check(request.headers.get("Authorization", ""))
+        request[PRINCIPAL] = principal
+        return principal
 
     async def check(self, header: str) -> str:
         """The description of the token in ``header``, an ``Authorization`` header's value.

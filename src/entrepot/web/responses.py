@@ -12,7 +12,9 @@ face (``web/oci.py``) renders OCI errors instead.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -21,8 +23,12 @@ import orjson
 from aiohttp import typedefs, web
 
 from entrepot import errors as e
+from entrepot.config import ServerConfig
+from entrepot.web.access_log import RateLimitedLog
 
 __all__ = [
+    "BaseUrl",
+    "BodyTimeout",
     "Handler",
     "Middleware",
     "domain_error",
@@ -32,6 +38,7 @@ __all__ = [
 ]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_quiet = RateLimitedLog(logging.getLogger("entrepot.http"))
 Middleware = typedefs.Middleware
 
 
@@ -59,18 +66,103 @@ def _valid_text(value: Any) -> Any:
     return value
 
 
+_FORWARDED_HOST = re.compile(
+    r"^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.]{2,45}\])(?::\d{1,5})?\Z"
+)
+_FORWARDED_PAIR = re.compile(r'\s*([A-Za-z]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;,\s]*)\s*')
+
+
+class BaseUrl:
+    """Where absolute URLs in responses (``Azure-AsyncOperation``, ``Location``, ``nextLink``)
+    point: never at the request's ``Host``.
+
+    It is ``[server] public_url`` when set, else ``X-Forwarded-Proto``/``X-Forwarded-Host``
+    (or ``Forwarded``'s ``proto``/``host``) when the request comes straight from an address in
+    ``[server] trusted_proxies`` and the values are a plain scheme and ``host[:port]``, else
+    :attr:`entrepot.config.ServerConfig.base_url` (the listen address). Of a list, the *last*
+    value counts: the one the trusted proxy itself added, not one its client sent along. No
+    trailing slash.
+    """
+
+    def __init__(self, server: ServerConfig) -> None:
+        self.configured = server.base_url
+        self.fixed = bool(server.public_url)
+        self.trusted = tuple(
+            ipaddress.ip_network(p.strip(), strict=False) for p in server.trusted_proxies
+        )
+
+    def of(self, request: web.BaseRequest) -> str:
+        """The base URL for absolute URLs in the answer to ``request``."""
+        if self.fixed or not self.trusted or not self._from_trusted_proxy(request.remote):
+            return self.configured
+        proto, host = _forwarded(request)
+        scheme, _, configured_host = self.configured.partition("://")
+        if proto is not None and proto.lower() in ("http", "https"):
+            scheme = proto.lower()
+        if host is not None and _FORWARDED_HOST.match(host):
+            configured_host = host
+        return f"{scheme}://{configured_host}"
+
+    def _from_trusted_proxy(self, remote: str | None) -> bool:
+        try:
+            address = ipaddress.ip_address(remote or "")
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in network for network in self.trusted)
+
+
+def _forwarded(request: web.BaseRequest) -> tuple[str | None, str | None]:
+    """``(proto, host)`` the proxy forwarded: ``Forwarded``'s last element, else the last
+    values of ``X-Forwarded-Proto`` and ``X-Forwarded-Host`` (the last header of each)."""
+    forwarded = request.headers.getall("Forwarded", [])
+    if forwarded:
+        last = forwarded[-1].rsplit(",", 1)[-1]
+        pairs = {m.group(1).lower(): m.group(2).strip('"') for m in _FORWARDED_PAIR.finditer(last)}
+        return pairs.get("proto"), pairs.get("host")
+
+    def final(name: str) -> str | None:
+        values = request.headers.getall(name, [])
+        return values[-1].rsplit(",", 1)[-1].strip() if values else None
+
+    return final("X-Forwarded-Proto"), final("X-Forwarded-Host")
+
+
+class BodyTimeout(ConnectionError):
+    """What reading a request body raises once the server's body timeout cut it off."""
+
+
 def domain_error(exc: Exception, request: web.Request, log: logging.Logger) -> e.EntrepotError:
     """The domain error that ``exc``, raised while handling ``request``, is answered with.
 
     Domain errors are returned as they are. aiohttp's HTTP exceptions map by status: 413 is
     :class:`~entrepot.errors.PayloadTooLarge`, 405 :class:`~entrepot.errors.MethodNotAllowed`,
     404 :class:`~entrepot.errors.RouteNotFound`, any other below 500
-    :class:`~entrepot.errors.BadRequest` with aiohttp's reason. Anything else is a bug: it is
-    logged with its traceback on ``log`` and becomes an :class:`~entrepot.errors.InternalError`
-    whose message says nothing about it.
+    :class:`~entrepot.errors.BadRequest` with aiohttp's reason. A body that cannot be read
+    because the client hung up is logged as one warning line without a traceback, at most once
+    per interval; one cut off by the body timeout (:class:`BodyTimeout`) is a
+    :class:`~entrepot.errors.RequestTimeout`; a body the parser refused is a
+    :class:`~entrepot.errors.BadRequest`. Anything else is a bug: it is logged with its
+    traceback on ``log`` and becomes an :class:`~entrepot.errors.InternalError` whose message
+    says nothing about it.
     """
     if isinstance(exc, e.EntrepotError):
         return exc
+    if isinstance(exc, BodyTimeout):  # the server cut the connection, and said so in the log
+        return e.RequestTimeout("The request body did not arrive in time.")
+    if isinstance(exc, ConnectionError):
+        _quiet.warning(
+            "hang-up",
+            "the client %s hung up during %s %s (%s)",
+            request.remote,
+            request.method,
+            request.raw_path.split("?", 1)[0][:200],
+            type(exc).__name__,
+        )
+        return e.BadRequest("The connection was closed before the request was complete.")
+    if isinstance(exc, web.RequestPayloadError):
+        return e.BadRequest("The request body could not be read: it is not valid HTTP/1.1.")
     if isinstance(exc, web.HTTPException):
         if exc.status == 413:
             return e.PayloadTooLarge("The request body is too large.")

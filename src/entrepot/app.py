@@ -29,15 +29,15 @@ from pathlib import Path
 from aiohttp import web
 
 from entrepot.addressing import RegistryAddressing
-from entrepot.config import Config
+from entrepot.config import Config, mask_url
 from entrepot.credential_health import CredentialProbe
 from entrepot.management import Actor, Management, RegistryRef
 from entrepot.metadata import Database, SqlOperationStore, SqlResourceStore
-from entrepot.metadata.protocols import ResourceStore
+from entrepot.metadata.protocols import ResourceStore, StoreUnavailable
 from entrepot.metadata.vault_store import SqlVaultStore
 from entrepot.secrets import BuiltinVault, build_resolvers
 from entrepot.upstream import AiohttpTransport, UpstreamClient
-from entrepot.web import arm, oci
+from entrepot.web import arm, oci, status
 from entrepot.web import vault as vault_face
 from entrepot.web.auth import TokenAuthenticator
 from entrepot.web.responses import Handler, Middleware, management_errors
@@ -142,9 +142,14 @@ def build_app(config: Config) -> web.Application:
     app.add_subapp(arm.MOUNT, arm.build_arm_app(arm.ArmApi(management, config, authenticator)))
     app.add_subapp(vault_face.MOUNT, vault_face.build_vault_app(authenticator, vault))
     app.add_subapp(oci.MOUNT, oci.build_oci_app(addressing, lookups))
+    kind = "sqlite" if database.is_sqlite else "postgresql"
+    app.add_subapp(status.MOUNT, status.build_status_app(authenticator, resources.counts, kind))
 
     async def on_startup(_app: web.Application) -> None:
-        await database.open()
+        try:
+            await database.open()
+        except Exception as exc:
+            raise StoreUnavailable(database_problem(config, exc)) from exc
         await vault.unlock(config.data_dir)
         token = await bootstrap_token(resources, config)
         if token is not None:
@@ -169,6 +174,20 @@ def build_app(config: Config) -> web.Application:
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
     return app
+
+
+def database_problem(config: Config, exc: BaseException) -> str:
+    """One line saying why the database could not be opened, naming it (password hidden)."""
+    where = mask_url(config.database.url or config.database_url)
+    if isinstance(exc, OSError) and not config.database_url.startswith("sqlite"):
+        reason = exc.strerror or str(exc) or type(exc).__name__  # refused, unknown host ...
+        return (
+            f"the database at {where} is unreachable: {reason} "
+            "(is the database server running, and is database.url right?)"
+        )
+    cause = getattr(exc, "orig", None) or exc  # a SQLAlchemy error wraps the driver's
+    reason = getattr(cause, "strerror", None) or str(cause) or type(cause).__name__
+    return f"cannot open the database at {where}: {reason.splitlines()[0]}"
 
 
 def configure_logging(level: str) -> None:

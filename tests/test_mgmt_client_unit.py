@@ -232,6 +232,7 @@ def test_mgmt_all_names() -> None:
         "ContainerRegistryManagementClient",
         "LoopbackARMChallengeAuthenticationPolicy",
         "StaticTokenCredential",
+        "loopback_policy",
         "models",
     ]
     assert entrepot.mgmt.models is sys.modules["entrepot.mgmt.models"]

@@ -32,16 +32,16 @@ from pathlib import Path
 from aiohttp import web
 
 from entrepot.addressing import RegistryAddressing
-from entrepot.config import Config
+from entrepot.config import Config, mask_url
 from entrepot.credential_health import CredentialProbe
 from entrepot.errors import ConfigError, ResourceExists
 from entrepot.management import Actor, Management, RegistryRef
 from entrepot.metadata import Database, SqlLeases, SqlOperationStore, SqlResourceStore
-from entrepot.metadata.protocols import ResourceStore
+from entrepot.metadata.protocols import ResourceStore, StoreUnavailable
 from entrepot.metadata.vault_store import SqlVaultStore
 from entrepot.secrets import BuiltinVault, build_resolvers
 from entrepot.upstream import AddressGuard, AiohttpTransport, UpstreamClient
-from entrepot.web import arm, oci
+from entrepot.web import arm, oci, status
 from entrepot.web import vault as vault_face
 from entrepot.web.access_log import ACCESS_LOGGER
 from entrepot.web.auth import TokenAuthenticator
@@ -152,9 +152,14 @@ def build_app(config: Config) -> web.Application:
     app.router.add_route("*", arm.CASE_VARIANTS, arm_api.dispatch)  # /SUBSCRIPTIONS/... too
     app.add_subapp(vault_face.MOUNT, vault_face.build_vault_app(authenticator, vault))
     app.add_subapp(oci.MOUNT, oci.build_oci_app(addressing, lookups))
+    kind = "sqlite" if database.is_sqlite else "postgresql"
+    app.add_subapp(status.MOUNT, status.build_status_app(authenticator, resources.counts, kind))
 
     async def on_startup(_app: web.Application) -> None:
-        await database.open()
+        try:
+            await database.open()
+        except Exception as exc:
+            raise StoreUnavailable(database_problem(config, exc)) from exc
         await vault.unlock(config.data_dir)
         token = await bootstrap_token(resources, config)
         if token is not None:
@@ -182,6 +187,20 @@ def build_app(config: Config) -> web.Application:
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
     return app
+
+
+def database_problem(config: Config, exc: BaseException) -> str:
+    """One line saying why the database could not be opened, naming it (password hidden)."""
+    where = mask_url(config.database.url or config.database_url)
+    if isinstance(exc, OSError) and not config.database_url.startswith("sqlite"):
+        reason = exc.strerror or str(exc) or type(exc).__name__  # refused, unknown host ...
+        return (
+            f"the database at {where} is unreachable: {reason} "
+            "(is the database server running, and is database.url right?)"
+        )
+    cause = getattr(exc, "orig", None) or exc  # a SQLAlchemy error wraps the driver's
+    reason = getattr(cause, "strerror", None) or str(cause) or type(cause).__name__
+    return f"cannot open the database at {where}: {reason.splitlines()[0]}"
 
 
 def configure_logging(level: str, access_log: str = "text") -> None:

@@ -54,7 +54,8 @@ import json
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
@@ -368,6 +369,54 @@ def mask_url(url: str) -> str:
     return f"{scheme}{sep}{rest}"
 
 
+class ConfigErrors(ConfigError):
+    """Every problem found in one loading pass, each message naming its key.
+
+    ``problems`` lists them in the order found; ``str()`` is the one message when there is
+    one, else a count followed by one indented line per problem.
+    """
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems: tuple[str, ...] = tuple(problems)
+        if len(self.problems) == 1:
+            text = self.problems[0]
+        else:
+            text = f"{len(self.problems)} configuration errors:\n" + "\n".join(
+                f"  {problem}" for problem in self.problems
+            )
+        super().__init__(text)
+
+
+class _Problems:
+    """Collects configuration errors so that one run reports all of them."""
+
+    def __init__(self) -> None:
+        self.found: list[str] = []
+
+    def add(self, message: str) -> None:
+        """Record ``message`` (once: checks that depend on one bad value say it once)."""
+        if message not in self.found:
+            self.found.append(message)
+
+    @contextmanager
+    def check(self) -> Iterator[None]:
+        """Run a block; a :class:`ConfigError` it raises is recorded and the caller goes on."""
+        try:
+            yield
+        except ConfigErrors as exc:
+            for problem in exc.problems:
+                self.add(problem)
+        except ConfigError as exc:
+            self.add(str(exc))
+
+    def raise_any(self) -> None:
+        if self.found:
+            raise ConfigErrors(self.found)
+
+
+KNOWN_SECTIONS = (*_SECTIONS, "upstreams", "registries")
+
+
 def load_config(
     path: str | Path | None = None,
     *,
@@ -376,10 +425,14 @@ def load_config(
 ) -> Config:
     """Load, merge and validate the configuration.
 
+    Every problem is reported at once: the error raised is a :class:`ConfigErrors` listing
+    each one (its message is the single problem's when there is only one). A file that cannot
+    be read or parsed is reported alone.
+
     :param path: the TOML file; ``None`` means ``ENTREPOT_CONFIG`` if set, else defaults only.
     :param env: the environment to read ``ENTREPOT_*`` from (default ``os.environ``).
     :param overrides: ``{"server.listen": "...", ...}`` applied last; ``None`` values are skipped.
-    :raises ConfigError: on any unreadable file, unknown key or invalid value.
+    :raises ConfigError: on any unreadable file, unknown section or key, or invalid value.
     """
     environ = os.environ if env is None else env
     if path is None and environ.get("ENTREPOT_CONFIG"):
@@ -395,16 +448,19 @@ def load_config(
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
 
-    unknown = set(raw) - set(_SECTIONS) - {"upstreams", "registries"}
-    if unknown:
-        raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown))}")
+    problems = _Problems()
+    for name in sorted(set(raw) - set(KNOWN_SECTIONS)):
+        problems.add(
+            f"[{name}]: unknown config section (known: {', '.join(sorted(KNOWN_SECTIONS))})"
+        )
 
     sections: dict[str, Any] = {}
     for name, cls in _SECTIONS.items():
         table = raw.get(name, {})
         if not isinstance(table, dict):
-            raise ConfigError(f"[{name}] must be a table")
-        sections[name] = _build_section(name, cls, table)
+            problems.add(f"[{name}] must be a table")
+            table = {}
+        sections[name] = _build_section(name, cls, table, problems)
 
     for key, value in environ.items():
         if not key.startswith(ENV_PREFIX) or key == "ENTREPOT_CONFIG":
@@ -413,27 +469,33 @@ def load_config(
         section, _, attr = rest.partition("_")
         if section not in _SECTIONS:
             continue  # other ENTREPOT_* variables (ENTREPOT_URL, ENTREPOT_TOKEN ...) are not config
-        sections[section] = _override(section, sections[section], attr, value, from_env=True)
+        with problems.check():
+            sections[section] = _override(section, sections[section], attr, value, from_env=True)
 
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue
         section, _, attr = dotted.partition(".")
         if section not in _SECTIONS:
-            raise ConfigError(f"unknown override {dotted!r}")
-        sections[section] = _override(section, sections[section], attr, value, from_env=False)
+            problems.add(f"unknown override {dotted!r}")
+            continue
+        with problems.check():
+            sections[section] = _override(section, sections[section], attr, value, from_env=False)
 
-    upstreams = _load_upstreams(raw.get("upstreams", {}))
-    registries = _load_registries(raw.get("registries", []))
+    upstreams = _load_upstreams(raw.get("upstreams", {}), problems)
+    registries = _load_registries(raw.get("registries", []), problems)
     config = Config(upstreams=upstreams, registries=registries, **sections)
-    _validate(config)
+    with problems.check():
+        _validate(config, problems)
+    problems.raise_any()
     return config
 
 
-def _build_section(name: str, cls: type, table: Mapping[str, Any]) -> Any:
+def _build_section(name: str, cls: type, table: Mapping[str, Any], problems: _Problems) -> Any:
     instance = cls()
     for key, value in table.items():
-        instance = _override(name, instance, key, value, from_env=False)
+        with problems.check():
+            instance = _override(name, instance, key, value, from_env=False)
     return instance
 
 
@@ -492,94 +554,107 @@ def _convert(where: str, hint: Any, value: Any, from_env: bool) -> Any:
     raise ConfigError(f"{where}: unsupported setting type")  # pragma: no cover
 
 
-def _load_upstreams(table: Any) -> dict[str, UpstreamEndpoint]:
-    if not isinstance(table, dict):
-        raise ConfigError("[upstreams] must be a table of login servers")
+def _load_upstreams(table: Any, problems: _Problems) -> dict[str, UpstreamEndpoint]:
     out: dict[str, UpstreamEndpoint] = {}
+    if not isinstance(table, dict):
+        problems.add("[upstreams] must be a table of login servers")
+        return out
     for login_server, entry in table.items():
-        where = f'upstreams."{login_server}"'
-        try:
-            key = parse_login_server(login_server).text
-        except InvalidLoginServer as exc:
-            raise ConfigError(f"{where}: {exc.message}") from None
-        if key in out:
-            raise ConfigError(f"{where}: login server {key!r} is configured twice")
-        if (
-            not isinstance(entry, dict)
-            or set(entry) != {"url"}
-            or not isinstance(entry["url"], str)
-        ):
-            raise ConfigError(f'{where}: expected a table with one key, url = "<scheme>://<host>"')
-        parts = urlsplit(entry["url"])
-        if parts.scheme not in {"http", "https"} or not parts.netloc or parts.query:
-            raise ConfigError(
-                f"{where}.url: expected http(s)://HOST[:PORT], got {mask_url(entry['url'])!r}"
-            )
-        out[key] = UpstreamEndpoint(url=entry["url"].rstrip("/"))
+        with problems.check():
+            _load_upstream(login_server, entry, out)
     return out
 
 
-def _load_registries(items: Any) -> tuple[RegistrySeed, ...]:
-    if not isinstance(items, list):
-        raise ConfigError("registries must be an array of tables ([[registries]])")
+def _load_upstream(login_server: str, entry: Any, out: dict[str, UpstreamEndpoint]) -> None:
+    where = f'upstreams."{login_server}"'
+    try:
+        key = parse_login_server(login_server).text
+    except InvalidLoginServer as exc:
+        raise ConfigError(f"{where}: {exc.message}") from None
+    if key in out:
+        raise ConfigError(f"{where}: login server {key!r} is configured twice")
+    if not isinstance(entry, dict) or set(entry) != {"url"} or not isinstance(entry["url"], str):
+        raise ConfigError(f'{where}: expected a table with one key, url = "<scheme>://<host>"')
+    parts = urlsplit(entry["url"])
+    if parts.scheme not in {"http", "https"} or not parts.netloc or parts.query:
+        raise ConfigError(
+            f"{where}.url: expected http(s)://HOST[:PORT], got {mask_url(entry['url'])!r}"
+        )
+    out[key] = UpstreamEndpoint(url=entry["url"].rstrip("/"))
+
+
+def _load_registries(items: Any, problems: _Problems) -> tuple[RegistrySeed, ...]:
     out: list[RegistrySeed] = []
+    if not isinstance(items, list):
+        problems.add("registries must be an array of tables ([[registries]])")
+        return ()
+    seen: dict[str, int] = {}  # lower-case name -> index of the entry that has it
     for i, item in enumerate(items):
-        where = f"registries[{i}]"
-        if not isinstance(item, dict):
-            raise ConfigError(f"{where}: expected a table")
-        allowed = {"subscription", "resource_group", "name", "location"}
-        if set(item) - allowed:
-            raise ConfigError(f"{where}: unknown key(s) {sorted(set(item) - allowed)}")
-        for key in ("subscription", "resource_group", "name"):
-            if not isinstance(item.get(key), str):
-                raise ConfigError(f"{where}.{key}: required string")
-        seed = RegistrySeed(**item)
-        if not SUBSCRIPTION_RE.match(seed.subscription):
-            raise ConfigError(
-                f"{where}.subscription: invalid subscription id {seed.subscription!r}"
-            )
-        if not RESOURCE_GROUP_RE.match(seed.resource_group):
-            raise ConfigError(f"{where}.resource_group: invalid name {seed.resource_group!r}")
-        if not NAME_RE.match(seed.name):
-            raise ConfigError(f"{where}.name: 5-50 letters, digits or hyphens, got {seed.name!r}")
-        for j, other in enumerate(out):
-            if other.name.lower() == seed.name.lower():
-                raise ConfigError(
-                    f"{where}.name: {seed.name!r} is already the name of registries[{j}]; "
-                    "registry names are unique on the server (each has its own login server)"
-                )
-        out.append(seed)
+        with problems.check():
+            seed = _load_registry(f"registries[{i}]", item, seen)
+            seen[seed.name.lower()] = i
+            out.append(seed)
     return tuple(out)
 
 
-def _validate(config: Config) -> None:
-    split_listen(config.server.listen)
+def _load_registry(where: str, item: Any, seen: Mapping[str, int]) -> RegistrySeed:
+    if not isinstance(item, dict):
+        raise ConfigError(f"{where}: expected a table")
+    allowed = {"subscription", "resource_group", "name", "location"}
+    if set(item) - allowed:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(set(item) - allowed)}")
+    for key in ("subscription", "resource_group", "name"):
+        if not isinstance(item.get(key), str):
+            raise ConfigError(f"{where}.{key}: required string")
+    seed = RegistrySeed(**item)
+    if not SUBSCRIPTION_RE.match(seed.subscription):
+        raise ConfigError(f"{where}.subscription: invalid subscription id {seed.subscription!r}")
+    if not RESOURCE_GROUP_RE.match(seed.resource_group):
+        raise ConfigError(f"{where}.resource_group: invalid name {seed.resource_group!r}")
+    if not NAME_RE.match(seed.name):
+        raise ConfigError(f"{where}.name: 5-50 letters, digits or hyphens, got {seed.name!r}")
+    if seed.name.lower() in seen:
+        raise ConfigError(
+            f"{where}.name: {seed.name!r} is already the name of "
+            f"registries[{seen[seed.name.lower()]}]; "
+            "registry names are unique on the server (each has its own login server)"
+        )
+    return seed
+
+
+def _validate(config: Config, problems: _Problems) -> None:
+    """Check the values together; each problem is recorded in ``problems`` (a check that raises
+    :class:`ConfigError` ends this function, and its message is recorded by the caller)."""
+    with problems.check():
+        split_listen(config.server.listen)
     if config.server.public_url:
         parts = urlsplit(config.server.public_url)
         if parts.scheme not in {"http", "https"} or not parts.netloc or parts.query:
-            raise ConfigError(
+            problems.add(
                 "server.public_url: expected an absolute http(s) URL, got "
                 f"{config.server.public_url!r}"
             )
     if config.server.log_level.lower() not in {"debug", "info", "warning", "error"}:
-        raise ConfigError("server.log_level: one of debug, info, warning, error")
+        problems.add("server.log_level: one of debug, info, warning, error")
     domain = config.server.registry_domain
     if domain and (
         not REGISTRY_DOMAIN_RE.match(domain)
         or len(domain) > 200
         or domain.rsplit(".", 1)[-1].isdigit()
     ):
-        raise ConfigError(
+        problems.add(
             "server.registry_domain: expected a DNS name such as cache.example.com (no scheme, "
             f"port, wildcard or trailing dot; at most 200 characters), got {domain!r}"
         )
     if config.server.default_registry and not NAME_RE.match(config.server.default_registry):
-        raise ConfigError(
+        problems.add(
             "server.default_registry: a registry name, 5-50 letters, digits or hyphens, got "
             f"{config.server.default_registry!r}"
         )
-    _validate_serving(config.server)
-    database_url(config.database.url, config.data_dir)
+    with problems.check():
+        _validate_serving(config.server)
+    with problems.check():
+        database_url(config.database.url, config.data_dir)
     arm = config.arm
     checks = [
         (1 <= arm.page_size <= 1000, "arm.page_size: between 1 and 1000"),
@@ -607,23 +682,23 @@ def _validate(config: Config) -> None:
     ]
     for ok, message in checks:
         if not ok:
-            raise ConfigError(message)
+            problems.add(message)
     for pattern in config.policy.allowed_login_servers:
         if not _is_login_server_pattern(pattern):
-            raise ConfigError(
+            problems.add(
                 f"policy.allowed_login_servers: {pattern!r} is not a login server or *.domain"
             )
     for network in config.policy.allowed_upstream_networks:
         try:
             ipaddress.ip_network(network)
         except ValueError:
-            raise ConfigError(
+            problems.add(
                 f"policy.allowed_upstream_networks: {network!r} is not a network such as "
                 "10.1.0.0/16 or 127.0.0.1/32 (no host bits set beyond the prefix)"
-            ) from None
+            )
     for pattern in config.policy.allowed_upstream_hosts:
         if not _is_host_pattern(pattern):
-            raise ConfigError(
+            problems.add(
                 f"policy.allowed_upstream_hosts: {pattern!r} is not a lower-case host name or "
                 "*.domain (no port; IP addresses go in allowed_upstream_networks)"
             )

@@ -17,14 +17,15 @@ import typer
 from entrepot.cli.commands import (
     DEFAULT_RESOURCE_GROUP,
     DEFAULT_SUBSCRIPTION,
+    PLAIN_HELP,
     Columns,
-    ConfigOpt,
     OutputFormat,
     OutputOpt,
     Row,
     Target,
     _text,
     app,
+    client_command,
     emit,
     fail,
     make_client,
@@ -38,11 +39,13 @@ vault_app = typer.Typer(
     help="Manage the built-in secret vault (vaults and access grants).",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=PLAIN_HELP,
 )
 secret_app = typer.Typer(
     help="Manage secrets of the built-in vault. Values are write-only: never shown.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=PLAIN_HELP,
 )
 app.add_typer(vault_app, name="vault")
 app.add_typer(secret_app, name="secret")
@@ -84,74 +87,75 @@ GRANT_COLUMNS: Columns = (["Principal", "Permission", "Created"], _grant_row)
 
 
 @contextmanager
-def vault_session(config: Path | None) -> Iterator[VaultClient]:
+def vault_session() -> Iterator[VaultClient]:
     """A vault client for the server, with server errors reported as ``error: ...``."""
     from entrepot.mgmt.vault import VaultClient
 
-    target = Target(DEFAULT_SUBSCRIPTION, DEFAULT_RESOURCE_GROUP, OutputFormat.json, config)
-    client, url = make_client(target)
-    with server_errors(url):
+    target = Target(DEFAULT_SUBSCRIPTION, DEFAULT_RESOURCE_GROUP, OutputFormat.json)
+    client, conn = make_client(target)
+    with server_errors(conn):
         yield VaultClient(client)
 
 
 @vault_app.command("create")
-def vault_create(
-    vault: VaultArg, output: OutputOpt = OutputFormat.json, config: ConfigOpt = None
-) -> None:
+@client_command
+def vault_create(vault: VaultArg, output: OutputOpt = OutputFormat.json) -> None:
     """Create a vault (no error if it exists)."""
-    with vault_session(config) as client:
+    with vault_session() as client:
         emit(client.create_vault(vault), output, VAULT_COLUMNS)
 
 
 @vault_app.command("list")
-def vault_list(output: OutputOpt = OutputFormat.json, config: ConfigOpt = None) -> None:
+@client_command
+def vault_list(output: OutputOpt = OutputFormat.json) -> None:
     """List the vaults."""
-    with vault_session(config) as client:
+    with vault_session() as client:
         emit(client.list_vaults(), output, VAULT_COLUMNS)
 
 
 @vault_app.command("delete")
-def vault_delete(vault: VaultArg, config: ConfigOpt = None) -> None:
+@client_command
+def vault_delete(vault: VaultArg) -> None:
     """Delete a vault with all its secrets and grants."""
-    with vault_session(config) as client:
+    with vault_session() as client:
         client.delete_vault(vault)
 
 
 @vault_app.command("grant")
+@client_command
 def vault_grant(
     vault: VaultArg,
     principal: PrincipalOpt,
     permission: PermissionOpt = "get",
     output: OutputOpt = OutputFormat.json,
-    config: ConfigOpt = None,
 ) -> None:
     """Let a principal read the vault's secrets (az keyvault set-policy ... get)."""
-    with vault_session(config) as client:
+    with vault_session() as client:
         emit(client.grant(vault, principal, permission), output, GRANT_COLUMNS)
 
 
 @vault_app.command("revoke")
+@client_command
 def vault_revoke(
     vault: VaultArg,
     principal: PrincipalOpt,
     permission: PermissionOpt = "get",
-    config: ConfigOpt = None,
 ) -> None:
     """Remove a grant."""
-    with vault_session(config) as client:
+    with vault_session() as client:
         client.revoke(vault, principal, permission)
 
 
 @vault_app.command("grant-list")
-def vault_grant_list(
-    vault: VaultArg, output: OutputOpt = OutputFormat.json, config: ConfigOpt = None
-) -> None:
+@client_command
+def vault_grant_list(vault: VaultArg, output: OutputOpt = OutputFormat.json) -> None:
     """List the grants of a vault."""
-    with vault_session(config) as client:
+    with vault_session() as client:
         emit(client.list_grants(vault), output, GRANT_COLUMNS)
 
 
 @secret_app.command("set")
+@client_command
 def secret_set(
     vault: VaultArg,
     name: SecretArg,
@@ -167,7 +171,6 @@ def secret_set(
     ] = None,
     content_type: Annotated[str | None, typer.Option("--content-type")] = None,
     output: OutputOpt = OutputFormat.json,
-    config: ConfigOpt = None,
 ) -> None:
     """Store a new version of a secret. The value is never taken from the command line."""
     if value_file is not None and str(value_file) != "-":
@@ -187,20 +190,20 @@ def secret_set(
         value = value[:-1]
     if not value:
         fail("the secret value is empty", 2)
-    with vault_session(config) as client:
+    with vault_session() as client:
         emit(client.set_secret(vault, name, value, content_type), output, SECRET_COLUMNS)
 
 
 @secret_app.command("list")
-def secret_list(
-    vault: VaultArg, output: OutputOpt = OutputFormat.json, config: ConfigOpt = None
-) -> None:
+@client_command
+def secret_list(vault: VaultArg, output: OutputOpt = OutputFormat.json) -> None:
     """List the secrets of a vault (newest version of each; metadata only)."""
-    with vault_session(config) as client:
+    with vault_session() as client:
         emit(client.list_secrets(vault), output, SECRET_COLUMNS)
 
 
 @secret_app.command("show")
+@client_command
 def secret_show(
     vault: VaultArg,
     name: SecretArg,
@@ -209,10 +212,9 @@ def secret_show(
     ] = None,
     versions: Annotated[bool, typer.Option("--versions", help="List every version.")] = False,
     output: OutputOpt = OutputFormat.json,
-    config: ConfigOpt = None,
 ) -> None:
     """Show a secret's metadata (never its value)."""
-    with vault_session(config) as client:
+    with vault_session() as client:
         if versions:
             emit(client.list_secret_versions(vault, name), output, SECRET_COLUMNS)
         else:
@@ -220,7 +222,8 @@ def secret_show(
 
 
 @secret_app.command("delete")
-def secret_delete(vault: VaultArg, name: SecretArg, config: ConfigOpt = None) -> None:
+@client_command
+def secret_delete(vault: VaultArg, name: SecretArg) -> None:
     """Delete a secret (all versions)."""
-    with vault_session(config) as client:
+    with vault_session() as client:
         client.delete_secret(vault, name)

@@ -92,6 +92,11 @@ _GET_OPERATION = PointQuery(
     "ended_at, error_code, error_message FROM operations WHERE id = :id"
 )
 _COUNT_REGISTRIES = PointQuery("SELECT id, name FROM registries ORDER BY id LIMIT 2")
+_COUNT_RESOURCES = PointQuery(
+    "SELECT (SELECT count(*) FROM registries) AS registries, "
+    "(SELECT count(*) FROM cache_rules) AS cache_rules, "
+    "(SELECT count(*) FROM credential_sets) AS credential_sets"
+)
 
 
 # -- row -> record ------------------------------------------------------------------------------
@@ -532,6 +537,13 @@ class SqlResourceStore:
             return registry, None
         child = rule_record(row, "c_") if kind is ResourceKind.CACHE_RULE else set_record(row, "c_")
         return registry, child
+
+    async def counts(self) -> dict[str, int]:
+        """How many ``registries``, ``cache_rules`` and ``credential_sets`` exist (on the whole
+        server, whatever their provisioning state), read in one statement."""
+        row = await self.db.fetch_one(_COUNT_RESOURCES)
+        assert row is not None
+        return {key: int(row[key]) for key in ("registries", "cache_rules", "credential_sets")}
 
     async def token(self, token_hash: str) -> TokenRecord | None:
         row = await self.db.fetch_one(_GET_TOKEN, token_hash=token_hash)

@@ -14,6 +14,9 @@ A drop-in for the parts of ``azure-mgmt-containerregistry`` that entrepot serves
                                              target_repository="hub/*"),
     ).result()
 
+The genuine ``azure-mgmt-containerregistry`` client works against the same server; over plain
+``http://`` on loopback give it ``authentication_policy=loopback_policy(credential)``.
+
 Long-running operations return azure-core's :class:`~azure.core.polling.LROPoller`, lists its
 :class:`~azure.core.paging.ItemPaged`, and failures raise azure-core's
 :class:`~azure.core.exceptions.HttpResponseError` family. This package imports nothing of the
@@ -27,6 +30,7 @@ from entrepot.mgmt._client import ContainerRegistryManagementClient
 from entrepot.mgmt._credentials import (
     LoopbackARMChallengeAuthenticationPolicy,
     StaticTokenCredential,
+    loopback_policy,
 )
 
 __version__: str = _version.VERSION
@@ -36,5 +40,6 @@ __all__ = [
     "ContainerRegistryManagementClient",
     "LoopbackARMChallengeAuthenticationPolicy",
     "StaticTokenCredential",
+    "loopback_policy",
     "models",
 ]

@@ -6,6 +6,8 @@
   (token cache, CAE claims challenge) that additionally allows plain ``http://`` when, and only
   when, the request goes to a loopback host (``127.0.0.0/8``, ``::1``, ``localhost``). Every
   other ``http://`` URL keeps azure-core's refusal to send a token in clear text.
+* :func:`loopback_policy` builds that policy with ARM's scope, for the genuine
+  ``azure-mgmt-containerregistry`` client's ``authentication_policy=``.
 """
 
 from __future__ import annotations
@@ -16,12 +18,27 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
-from azure.core.credentials import AccessToken, AccessTokenInfo, TokenRequestOptions
+from azure.core.credentials import (
+    AccessToken,
+    AccessTokenInfo,
+    SupportsTokenInfo,
+    TokenCredential,
+    TokenRequestOptions,
+)
 from azure.core.pipeline import PipelineRequest
 from azure.core.rest import HttpRequest
 from azure.mgmt.core.policies import ARMChallengeAuthenticationPolicy
 
-__all__ = ["LoopbackARMChallengeAuthenticationPolicy", "StaticTokenCredential", "is_loopback_url"]
+__all__ = [
+    "ARM_SCOPE",
+    "LoopbackARMChallengeAuthenticationPolicy",
+    "StaticTokenCredential",
+    "is_loopback_url",
+    "loopback_policy",
+]
+
+ARM_SCOPE = "https://management.azure.com/.default"
+"""The token scope ARM clients ask for (azure-mgmt-containerregistry's default)."""
 
 DEFAULT_TOKEN_LIFETIME = 3600
 """Seconds for which a token handed out by :class:`StaticTokenCredential` is declared valid."""
@@ -157,3 +174,28 @@ class LoopbackARMChallengeAuthenticationPolicy(ARMChallengeAuthenticationPolicy)
                 # Same pipeline run, new host (a redirect): restore azure-core's default.
                 context.pop("enforce_https", None)
         super().on_request(request)
+
+
+def loopback_policy(
+    credential: TokenCredential | SupportsTokenInfo, *scopes: str, **kwargs: Any
+) -> LoopbackARMChallengeAuthenticationPolicy:
+    """The authentication policy for the genuine ``azure-mgmt-containerregistry`` client
+    talking to an entrepot server over plain ``http://`` on loopback.
+
+    The genuine client's default ARM bearer policy refuses to send a token over ``http://``;
+    pass this one instead::
+
+        credential = StaticTokenCredential(token)
+        client = azure.mgmt.containerregistry.ContainerRegistryManagementClient(
+            credential, subscription_id, base_url="http://127.0.0.1:5000",
+            authentication_policy=loopback_policy(credential),
+        )
+
+    Over ``https://`` no special policy is needed.
+
+    :param credential: any azure-core token credential, e.g. :class:`StaticTokenCredential`.
+    :param scopes: the scopes to request (default: :data:`ARM_SCOPE`).
+    :keyword enable_cae: as for azure-core's ``BearerTokenCredentialPolicy``.
+    :return: a new :class:`LoopbackARMChallengeAuthenticationPolicy`.
+    """
+    return LoopbackARMChallengeAuthenticationPolicy(credential, *(scopes or (ARM_SCOPE,)), **kwargs)

@@ -1,0 +1,71 @@
+"""``GET /entrepot/status``: what the CLI's ``entrepot status`` shows about a running server.
+
+An entrepot extension beside the ARM face, with the admin bearer token like the vault routes,
+and errors in the same management shape (:func:`~entrepot.web.responses.management_errors`).
+:func:`build_status_app` makes the face; ``app.py`` mounts it at :data:`MOUNT`. The answer::
+
+    {"version": "0.1.0", "database": "sqlite",
+     "registries": 1, "cacheRules": 4, "credentialSets": 2}
+
+``version`` is the server's ``entrepot`` distribution, ``database`` the metadata store's kind
+(``"sqlite"`` or ``"postgresql"``); the counts are of the whole server.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from importlib.metadata import PackageNotFoundError, version
+
+from aiohttp import web
+
+from entrepot.web.auth import TokenAuthenticator
+from entrepot.web.responses import json_response, management_errors
+
+__all__ = ["MOUNT", "Counts", "build_status_app", "server_version"]
+
+log = logging.getLogger("entrepot.web.status")
+MOUNT = "/entrepot/status"  # where app.py mounts the face
+
+Counts = Callable[[], Awaitable[Mapping[str, int]]]
+"""``() -> {"registries": n, "cache_rules": n, "credential_sets": n}`` (the metadata store's
+:meth:`~entrepot.metadata.SqlResourceStore.counts`)."""
+
+
+def server_version() -> str:
+    """The installed ``entrepot`` distribution's version (``0.0.0`` when not installed)."""
+    try:
+        return version("entrepot")
+    except PackageNotFoundError:  # pragma: no cover - a source tree that is not installed
+        return "0.0.0"
+
+
+def build_status_app(
+    authenticator: TokenAuthenticator, counts: Counts, database_kind: str
+) -> web.Application:
+    """The status face, to be mounted at :data:`MOUNT`.
+
+    :param authenticator: checks the bearer token of every request.
+    :param counts: the resource counts, read on every request.
+    :param database_kind: ``"sqlite"`` or ``"postgresql"``.
+    """
+    current_version = server_version()
+
+    async def status(request: web.Request) -> web.Response:
+        await authenticator.authenticate(request)
+        numbers = await counts()
+        return json_response(
+            200,
+            {
+                "version": current_version,
+                "database": database_kind,
+                "registries": numbers["registries"],
+                "cacheRules": numbers["cache_rules"],
+                "credentialSets": numbers["credential_sets"],
+            },
+        )
+
+    app = web.Application(middlewares=[management_errors(log)])
+    app.router.add_get("", status, allow_head=False)
+    app.router.add_get("/", status, allow_head=False)
+    return app

@@ -5,26 +5,23 @@ sub-application per face, each with its own routes, middleware and error rendere
 
 * ``/subscriptions``: the ARM face (:mod:`entrepot.web.arm`), ARM errors and ``x-ms-request-id``;
 * ``/entrepot/vaults``: the built-in vault's management routes (:mod:`entrepot.web.vault`);
+* ``/entrepot/tokens``: API-token management (:mod:`entrepot.web.tokens`);
 * ``/v2``: the registry face (:mod:`entrepot.web.oci`), OCI errors, addressed by ``Host``.
 
 Besides, the root answers ``/healthz`` without authentication, and any path no face claims in
 the management API's shape (an ARM 404, as before the faces were split). The request body limit
 (``[arm] max_request_bytes``) is the root's, so it holds on every face for bodies read whole.
 
-On first start (no admin token in the database) a token is generated: its SHA-256 is stored,
-the token itself is written to ``<data_dir>/admin-token`` with mode 0600 for the CLI, and it is
-printed once on standard output.
+On first start (no token in the database) the ``admin`` token is generated: its SHA-256 is
+stored, the token itself is written to ``<data_dir>/admin-token`` with mode 0600 for the CLI,
+and it is printed once on standard output.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-import os
-import secrets
 import sys
-from pathlib import Path
 
 from aiohttp import web
 
@@ -32,12 +29,14 @@ from entrepot.addressing import RegistryAddressing
 from entrepot.config import Config
 from entrepot.credential_health import CredentialProbe
 from entrepot.management import Actor, Management, RegistryRef
+from entrepot.management.tokens import TokenService
 from entrepot.metadata import Database, SqlOperationStore, SqlResourceStore
 from entrepot.metadata.protocols import ResourceStore
 from entrepot.metadata.vault_store import SqlVaultStore
 from entrepot.secrets import BuiltinVault, build_resolvers
 from entrepot.upstream import AiohttpTransport, UpstreamClient
 from entrepot.web import arm, oci
+from entrepot.web import tokens as tokens_face
 from entrepot.web import vault as vault_face
 from entrepot.web.auth import TokenAuthenticator
 from entrepot.web.responses import Handler, Middleware, management_errors
@@ -52,11 +51,6 @@ class StoreLookups:
 
     def __init__(self, store: ResourceStore) -> None:
         self.store = store
-
-    async def token_description(self, token_hash: str) -> str | None:
-        """:data:`entrepot.web.auth.TokenLookup`."""
-        record = await self.store.token(token_hash)
-        return None if record is None else record.description
 
     async def count_named(self, name: str) -> int:
         """:meth:`entrepot.web.oci.RegistryLookup.count_named` (2 means "2 or more")."""
@@ -80,34 +74,12 @@ def unclaimed_only(middleware: Middleware) -> Middleware:
     return root
 
 
-def write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically with mode 0600 from the first byte."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, text.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
-async def bootstrap_token(store: ResourceStore, config: Config) -> str | None:
-    """Create the admin token on first start; return it then, ``None`` on later starts."""
-    async with store.write() as tx:
-        if await tx.count_tokens() > 0:
-            return None
-        token = secrets.token_urlsafe(32)
-        await tx.add_token(hashlib.sha256(token.encode()).hexdigest(), "admin")
-        write_private(config.token_file, token + "\n")
-    return token
-
-
 def build_app(config: Config) -> web.Application:
     """The aiohttp application for ``config``; resources open on startup and close on cleanup."""
     config.data_dir.mkdir(parents=True, exist_ok=True)
     database = Database(config.database_url)
     resources = SqlResourceStore(database)
+    tokens = TokenService(resources, config.token_file)
     lookups = StoreLookups(resources)
     vault = BuiltinVault(SqlVaultStore(database))
     resolvers = build_resolvers(config.secrets, vault)
@@ -126,7 +98,7 @@ def build_app(config: Config) -> web.Application:
         probe=CredentialProbe(resolvers, upstream, timeout=config.health.timeout_seconds),
         health_interval=config.health.interval_seconds,
     )
-    authenticator = TokenAuthenticator(lookups.token_description)
+    authenticator = TokenAuthenticator(resources.token)  # a point read per check, no cache
     app = web.Application(
         middlewares=[unclaimed_only(management_errors(log))],
         client_max_size=config.arm.max_request_bytes,
@@ -141,12 +113,13 @@ def build_app(config: Config) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.add_subapp(arm.MOUNT, arm.build_arm_app(arm.ArmApi(management, config, authenticator)))
     app.add_subapp(vault_face.MOUNT, vault_face.build_vault_app(authenticator, vault))
+    app.add_subapp(tokens_face.MOUNT, tokens_face.build_tokens_app(authenticator, tokens))
     app.add_subapp(oci.MOUNT, oci.build_oci_app(addressing, lookups))
 
     async def on_startup(_app: web.Application) -> None:
         await database.open()
         await vault.unlock(config.data_dir)
-        token = await bootstrap_token(resources, config)
+        token = await tokens.bootstrap()
         if token is not None:
             print(
                 f"entrepot: created the admin API token (shown once; saved to "

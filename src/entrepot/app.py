@@ -14,14 +14,19 @@ the management API's shape (an ARM 404, as before the faces were split). The req
 
 On first start (no token in the database) the ``admin`` token is generated: its SHA-256 is
 stored, the token itself is written to ``<data_dir>/admin-token`` with mode 0600 for the CLI,
-and it is printed once on standard output.
+and it is printed once on standard output. The data dir is created with mode 0700 (an existing
+one open to other users is reported); every file entrepot writes in it is 0600, whatever the
+umask.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import stat
 import sys
+from pathlib import Path
 
 from aiohttp import web
 
@@ -74,9 +79,23 @@ def unclaimed_only(middleware: Middleware) -> Middleware:
     return root
 
 
+def private_dir(path: Path) -> None:
+    """Create directory ``path`` with mode 0700 (any umask); warn if it exists open to others."""
+    try:
+        path.mkdir(parents=True, mode=0o700)
+    except FileExistsError:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            log.warning(
+                "the data dir %s is accessible to other users (mode %o); chmod 700 it", path, mode
+            )
+    else:
+        os.chmod(path, 0o700)
+
+
 def build_app(config: Config) -> web.Application:
     """The aiohttp application for ``config``; resources open on startup and close on cleanup."""
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(config.data_dir)
     database = Database(config.database_url)
     resources = SqlResourceStore(database)
     tokens = TokenService(resources, config.token_file)

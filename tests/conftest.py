@@ -336,7 +336,7 @@ def _new_server(cls: type[S], parent: Path, name: str = "", extra: str = "", **k
     port = free_port()
     root = parent / (name or f"srv-{port}")
     data_dir = root / "data"
-    data_dir.mkdir(parents=True)
+    data_dir.mkdir(parents=True, mode=0o700)  # as entrepot makes it
     config_path = root / "entrepot.toml"
     config_path.write_text(base_config(port, data_dir, extra))
     return cls(config_path, data_dir, port, **kw)

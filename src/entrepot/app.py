@@ -5,6 +5,7 @@ sub-application per face, each with its own routes, middleware and error rendere
 
 * ``/subscriptions``: the ARM face (:mod:`entrepot.web.arm`), ARM errors and ``x-ms-request-id``;
 * ``/entrepot/vaults``: the built-in vault's management routes (:mod:`entrepot.web.vault`);
+* ``/entrepot/tokens``: API-token management (:mod:`entrepot.web.tokens`);
 * ``/v2``: the registry face (:mod:`entrepot.web.oci`), OCI errors, addressed by ``Host``.
 
 Besides, the root answers ``/healthz`` without authentication, routes ``/SUBSCRIPTIONS/...``
@@ -14,18 +15,19 @@ ARM 404, as before the faces were split). The request body limit (``[arm] max_re
 is the root's, so it holds on every face for bodies read whole. The HTTP server around it
 (TLS, read timeouts, parser errors, access log, shutdown) is :mod:`entrepot.web.serving`.
 
-On first start (no admin token in the database) a token is generated: its SHA-256 is stored,
-the token itself is written to ``<data_dir>/admin-token`` with mode 0600 for the CLI, and it is
-printed once on standard output.
+On first start (no token in the database) the ``admin`` token is generated: its SHA-256 is
+stored, the token itself is written to ``<data_dir>/admin-token`` with mode 0600 for the CLI,
+and it is printed once on standard output. The data dir is created with mode 0700 (an existing
+one open to other users is reported); every file entrepot writes in it is 0600, whatever the
+umask.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
-import secrets
+import stat
 import sys
 from pathlib import Path
 
@@ -36,12 +38,14 @@ from entrepot.config import Config, mask_url
 from entrepot.credential_health import CredentialProbe
 from entrepot.errors import ConfigError, ResourceExists
 from entrepot.management import Actor, Management, RegistryRef
+from entrepot.management.tokens import TokenService
 from entrepot.metadata import Database, SqlLeases, SqlOperationStore, SqlResourceStore
 from entrepot.metadata.protocols import ResourceStore, StoreUnavailable
 from entrepot.metadata.vault_store import SqlVaultStore
 from entrepot.secrets import BuiltinVault, build_resolvers
 from entrepot.upstream import AddressGuard, AiohttpTransport, UpstreamClient
 from entrepot.web import arm, oci, status
+from entrepot.web import tokens as tokens_face
 from entrepot.web import vault as vault_face
 from entrepot.web.access_log import ACCESS_LOGGER
 from entrepot.web.auth import TokenAuthenticator
@@ -58,11 +62,6 @@ class StoreLookups:
 
     def __init__(self, store: ResourceStore) -> None:
         self.store = store
-
-    async def token_description(self, token_hash: str) -> str | None:
-        """:data:`entrepot.web.auth.TokenLookup`."""
-        record = await self.store.token(token_hash)
-        return None if record is None else record.description
 
     async def count_named(self, name: str) -> int:
         """:meth:`entrepot.web.oci.RegistryLookup.count_named` (2 means "2 or more")."""
@@ -86,34 +85,26 @@ def unclaimed_only(middleware: Middleware) -> Middleware:
     return root
 
 
-def write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically with mode 0600 from the first byte."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+def private_dir(path: Path) -> None:
+    """Create directory ``path`` with mode 0700 (any umask); warn if it exists open to others."""
     try:
-        os.write(fd, text.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
-async def bootstrap_token(store: ResourceStore, config: Config) -> str | None:
-    """Create the admin token on first start; return it then, ``None`` on later starts."""
-    async with store.write() as tx:
-        if await tx.count_tokens() > 0:
-            return None
-        token = secrets.token_urlsafe(32)
-        await tx.add_token(hashlib.sha256(token.encode()).hexdigest(), "admin")
-        write_private(config.token_file, token + "\n")
-    return token
+        path.mkdir(parents=True, mode=0o700)
+    except FileExistsError:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            log.warning(
+                "the data dir %s is accessible to other users (mode %o); chmod 700 it", path, mode
+            )
+    else:
+        os.chmod(path, 0o700)
 
 
 def build_app(config: Config) -> web.Application:
     """The aiohttp application for ``config``; resources open on startup and close on cleanup."""
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(config.data_dir)
     database = Database(config.database_url)
     resources = SqlResourceStore(database)
+    tokens = TokenService(resources, config.token_file)
     lookups = StoreLookups(resources)
     vault = BuiltinVault(SqlVaultStore(database))
     resolvers = build_resolvers(config.secrets, vault)
@@ -134,7 +125,7 @@ def build_app(config: Config) -> web.Application:
         probe=CredentialProbe(resolvers, upstream, timeout=config.health.timeout_seconds),
         health_interval=config.health.interval_seconds,
     )
-    authenticator = TokenAuthenticator(lookups.token_description)
+    authenticator = TokenAuthenticator(resources.token)  # a point read per check, no cache
     app = web.Application(
         middlewares=[unclaimed_only(management_errors(log))],
         client_max_size=config.arm.max_request_bytes,
@@ -151,6 +142,7 @@ def build_app(config: Config) -> web.Application:
     app.add_subapp(arm.MOUNT, arm.build_arm_app(arm_api))
     app.router.add_route("*", arm.CASE_VARIANTS, arm_api.dispatch)  # /SUBSCRIPTIONS/... too
     app.add_subapp(vault_face.MOUNT, vault_face.build_vault_app(authenticator, vault))
+    app.add_subapp(tokens_face.MOUNT, tokens_face.build_tokens_app(authenticator, tokens))
     app.add_subapp(oci.MOUNT, oci.build_oci_app(addressing, lookups))
     kind = "sqlite" if database.is_sqlite else "postgresql"
     app.add_subapp(status.MOUNT, status.build_status_app(authenticator, resources.counts, kind))
@@ -161,7 +153,7 @@ def build_app(config: Config) -> web.Application:
         except Exception as exc:
             raise StoreUnavailable(database_problem(config, exc)) from exc
         await vault.unlock(config.data_dir)
-        token = await bootstrap_token(resources, config)
+        token = await tokens.bootstrap()
         if token is not None:
             print(
                 f"entrepot: created the admin API token (shown once; saved to "

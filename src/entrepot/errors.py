@@ -15,6 +15,7 @@ Exception tree::
     │   ├── UpstreamNotAllowed, DockerHubCredentialsRequired
     │   └── InvalidSecretIdentifier
     ├── Unauthenticated (401)       AuthenticationFailed, InvalidAuthenticationToken
+    ├── AuthorizationFailed (403)   a valid token whose role does not allow the request
     ├── NotFound (404)              ResourceNotFound, ParentResourceNotFound, RouteNotFound,
     │                               SecretNotFound
     ├── SecretAccessDenied (403), SecretStoreUnavailable (503)
@@ -156,6 +157,13 @@ class Unauthenticated(EntrepotError):
 
 class InvalidAuthenticationToken(Unauthenticated):
     kind = _kind("InvalidAuthenticationToken", 401, "UNAUTHORIZED")
+
+
+class AuthorizationFailed(EntrepotError):
+    """The token is valid but its role does not allow the request (a ``pull`` token on a
+    management API)."""
+
+    kind = _kind("AuthorizationFailed", 403, "DENIED")
 
 
 # -- 404 ----------------------------------------------------------------------------------------

@@ -20,14 +20,20 @@ What callers (the stores of this package) may rely on:
   path when the database is momentarily locked), on PostgreSQL through ``asyncpg`` with
   prepared statements. They see every write committed before the call.
 * Datetimes come back timezone-aware UTC on both databases.
+* A SQLite database file is created mode 0600 (its directory, if missing, 0700), whatever the
+  umask, and SQLite gives its ``-wal``/``-shm`` files the same mode; database files an older
+  version left readable by others are narrowed to 0600 on open (with a warning).
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
+import os
 import re
 import sqlite3
+import stat
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -42,6 +48,8 @@ __all__ = ["Database", "PointQuery", "Row", "as_utc", "escape_like", "utcnow"]
 _MIGRATION_LOCK_ID = 0x656E747265706F74  # "entrepot"
 _WRITE_LOCK_ID = _MIGRATION_LOCK_ID + 1  # one serialised writer at a time on PostgreSQL
 _PARAM = re.compile(r"(?<!:):([a-z_][a-z0-9_]*)")
+_SQLITE_COMPANIONS = ("", "-wal", "-shm", "-journal")
+log = logging.getLogger("entrepot.metadata")
 
 Row = Mapping[Any, Any]
 
@@ -119,7 +127,7 @@ class Database:
             return  # a second engine and pool would be left open: close() disposes only one
         if self.is_sqlite:
             path = self.url.split(":///", 1)[1]
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            _private_sqlite_file(Path(path))
             engine = create_async_engine(
                 self.url, connect_args={"timeout": 30}, pool_size=5, max_overflow=5
             )
@@ -244,6 +252,36 @@ class Database:
             if not one:
                 mappings = [dict(m) for m in result.mappings().all()]
             return [m for m in mappings if m]
+
+
+def _private_sqlite_file(path: Path) -> None:
+    """Create ``path`` empty with mode 0600 (its directory 0700 if missing) before SQLite opens
+    it; narrow the database files that exist to owner-only."""
+    if not path.parent.is_dir():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(path.parent, 0o700)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        os.fchmod(fd, 0o600)  # whatever the umask; an empty file is an empty SQLite database
+        os.close(fd)
+    for suffix in _SQLITE_COMPANIONS:
+        companion = Path(f"{path}{suffix}")
+        try:
+            mode = stat.S_IMODE(companion.stat().st_mode)
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            try:
+                os.chmod(companion, mode & 0o700)
+            except OSError:
+                log.warning(
+                    "%s is accessible to other users (mode %o); chmod 600 it", companion, mode
+                )
+            else:
+                log.warning("narrowed %s from mode %o to %o", companion, mode, mode & 0o700)
 
 
 def _open_sqlite_reader(path: str) -> sqlite3.Connection:

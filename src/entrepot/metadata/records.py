@@ -176,11 +176,37 @@ class Changes:
     credential_set_id: int | None = None
 
 
+class TokenRole(StrEnum):
+    """What an API token may do: ``admin`` everything, ``pull`` only pull through ``/v2/``."""
+
+    ADMIN = "admin"
+    PULL = "pull"
+
+
 @dataclass(frozen=True, slots=True)
 class TokenRecord:
+    """An API token, without its secret (only the SHA-256 of the secret is ever stored).
+
+    ``name`` is spelled as created (names are unique case-insensitively); ``created_at`` and
+    ``created_by`` say when and by whom the current secret was issued (by creation or rotation).
+    """
+
     id: int
+    name: str
+    role: TokenRole
     description: str
     created_at: dt.datetime
+    created_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewToken:
+    name: str
+    role: TokenRole
+    token_hash: str  # SHA-256 hex of the secret
+    description: str
+    actor: str
+    now: dt.datetime
 
 
 @dataclass(frozen=True, slots=True)

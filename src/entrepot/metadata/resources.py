@@ -30,6 +30,7 @@ from entrepot.metadata.records import (
     NewCacheRule,
     NewCredentialSet,
     NewRegistry,
+    NewToken,
     OperationRecord,
     OperationState,
     RegistryKey,
@@ -37,6 +38,7 @@ from entrepot.metadata.records import (
     ResourceKind,
     State,
     TokenRecord,
+    TokenRole,
 )
 
 __all__ = ["ResourceTransaction", "SqlResourceStore"]
@@ -84,9 +86,8 @@ _GET_REGISTRY_WITH_SET = PointQuery(
     "WHERE r.subscription = :subscription AND r.resource_group_key = :resource_group "
     "AND r.name_key = :name"
 )
-_GET_TOKEN = PointQuery(
-    "SELECT id, description, created_at FROM admin_tokens WHERE token_hash = :token_hash"
-)
+_TOKEN_COLUMNS = "id, name, role, description, created_at, created_by"
+_GET_TOKEN = PointQuery(f"SELECT {_TOKEN_COLUMNS} FROM admin_tokens WHERE token_hash = :token_hash")
 _GET_OPERATION = PointQuery(
     "SELECT id, resource_id, resource_kind, registry_id, row_id, action, status, started_at, "
     "ended_at, error_code, error_message FROM operations WHERE id = :id"
@@ -166,6 +167,19 @@ def operation_record(row: Row) -> OperationRecord:
         ended_at=as_utc(row["ended_at"]),
         error_code=row["error_code"],
         error_message=row["error_message"],
+    )
+
+
+def token_record(row: Row) -> TokenRecord:
+    created = as_utc(row["created_at"])
+    assert created is not None
+    return TokenRecord(
+        id=int(row["id"]),
+        name=row["name"],
+        role=TokenRole(row["role"]),
+        description=row["description"],
+        created_at=created,
+        created_by=row["created_by"],
     )
 
 
@@ -399,16 +413,56 @@ class ResourceTransaction:
         await self._conn.execute(sa.delete(t.settings).where(t.settings.c.key == key))
         await self._conn.execute(sa.insert(t.settings).values(key=key, value=value))
 
-    async def count_tokens(self) -> int:
+    async def count_tokens(self, role: TokenRole | None = None) -> int:
+        """How many tokens exist (of ``role``, when given)."""
         query = sa.select(sa.func.count()).select_from(t.admin_tokens)
+        if role is not None:
+            query = query.where(t.admin_tokens.c.role == role.value)
         return int((await self._conn.execute(query)).scalar_one())
 
-    async def add_token(self, token_hash: str, description: str) -> None:
-        await self._conn.execute(
-            sa.insert(t.admin_tokens).values(
-                token_hash=token_hash, description=description, created_at=utcnow()
-            )
+    async def token_named(self, name: str) -> TokenRecord | None:
+        """The token called ``name`` (any case), or ``None``."""
+        query = sa.select(*_token_columns()).where(t.admin_tokens.c.name_key == name.lower())
+        row = await self._row(query)
+        return None if row is None else token_record(row)
+
+    async def tokens(self) -> list[TokenRecord]:
+        """Every token, by lower-cased name."""
+        query = sa.select(*_token_columns()).order_by(t.admin_tokens.c.name_key)
+        return [token_record(r) for r in await self._rows(query)]
+
+    async def insert_token(self, new: NewToken) -> int:
+        """Store a token; its name (any case) and hash must be new (a unique constraint holds
+        them: check :meth:`token_named` first in the same transaction)."""
+        values = {
+            "token_hash": new.token_hash,
+            "name": new.name,
+            "name_key": new.name.lower(),
+            "role": new.role.value,
+            "description": new.description,
+            "created_at": new.now,
+            "created_by": new.actor,
+        }
+        return await self._insert(t.admin_tokens, values)
+
+    async def replace_token_hash(
+        self, token_id: int, token_hash: str, actor: str, now: dt.datetime
+    ) -> bool:
+        """Give token ``token_id`` a new secret (the old one stops working when this commits);
+        ``created_at``/``created_by`` become ``now``/``actor``. Whether the token exists."""
+        result = await self._conn.execute(
+            sa.update(t.admin_tokens)
+            .where(t.admin_tokens.c.id == token_id)
+            .values(token_hash=token_hash, created_at=now, created_by=actor)
         )
+        return int(result.rowcount) > 0
+
+    async def delete_token(self, token_id: int) -> bool:
+        """Revoke token ``token_id`` (its row is deleted); whether it existed."""
+        result = await self._conn.execute(
+            sa.delete(t.admin_tokens).where(t.admin_tokens.c.id == token_id)
+        )
+        return int(result.rowcount) > 0
 
     # operations (accepted in the same transaction as the change they carry out)
     async def insert_operation(self, op: OperationRecord) -> None:
@@ -546,12 +600,16 @@ class SqlResourceStore:
         return {key: int(row[key]) for key in ("registries", "cache_rules", "credential_sets")}
 
     async def token(self, token_hash: str) -> TokenRecord | None:
+        """The token whose secret has SHA-256 hex ``token_hash``, or ``None`` (no such token, or
+        revoked). One prebuilt point read: it sees every write committed before the call, by
+        any process, so a revocation holds from the moment it commits."""
         row = await self.db.fetch_one(_GET_TOKEN, token_hash=token_hash)
-        if row is None:
-            return None
-        created = as_utc(row["created_at"])
-        assert created is not None
-        return TokenRecord(int(row["id"]), row["description"], created)
+        return None if row is None else token_record(row)
+
+
+def _token_columns() -> list[sa.Column[Any]]:
+    c = t.admin_tokens.c
+    return [c.id, c.name, c.role, c.description, c.created_at, c.created_by]
 
 
 def _key_params(key: RegistryKey) -> dict[str, str]:

@@ -55,6 +55,8 @@ settings = sa.Table(
     sa.Column("value", sa.Text, nullable=False),
 )
 
+# Every API token (the table keeps its first name; revision 0004 added names and roles). Only
+# the SHA-256 hex of a token's secret is stored. A revoked token's row is deleted.
 admin_tokens = sa.Table(
     "admin_tokens",
     metadata,
@@ -62,6 +64,11 @@ admin_tokens = sa.Table(
     sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
     sa.Column("description", sa.String(200), nullable=False),
     sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("name", sa.String(63), nullable=False),
+    sa.Column("name_key", sa.String(63), nullable=False),
+    sa.Column("role", sa.String(20), nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.UniqueConstraint("name_key", name="uq_token_name"),
 )
 
 registries = sa.Table(

@@ -1,49 +1,114 @@
-"""Bearer-token authentication shared by the management-shaped faces (ARM, vault).
+"""Token authentication shared by the faces: Bearer on the management APIs, Basic for ``/v2/``.
 
-Tokens are never stored: the lookup is by the SHA-256 hex digest of the token, and answers the
-token's description (``"admin"`` ...), which the faces use as the acting principal.
+Tokens are never stored: the lookup is by the SHA-256 hex digest of the token and answers its
+:class:`~entrepot.metadata.records.TokenRecord` (name and role). There is no cache: every check
+is one point read of the token table (``SqlResourceStore.token``, a prebuilt query), so a
+revoked or rotated token is refused from the moment the change commits, on every process that
+shares the database. Checks of one token that overlap share one read: a check that starts while
+a read of its token is in flight takes that read's answer, which is at most that one read old.
+
+Roles: an ``admin`` token may use the management APIs (ARM, ``/entrepot/vaults``,
+``/entrepot/tokens``) through :meth:`TokenAuthenticator.authenticate` (or ``check``); a ``pull``
+token sent there is answered 403 ``AuthorizationFailed``.
+:meth:`TokenAuthenticator.authenticate_basic` checks HTTP Basic credentials (user name = the
+token's name, password = the token) for the registry face, and accepts both roles. The acting
+principal's name is the token's name. No error message quotes a header or a token.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import binascii
 import hashlib
-import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from aiohttp import web
 
 from entrepot import errors as e
+from entrepot.metadata.records import TokenRecord, TokenRole
 from entrepot.web.access_log import PRINCIPAL
 
-__all__ = ["TokenAuthenticator", "TokenLookup"]
+__all__ = ["Principal", "TokenAuthenticator", "TokenLookup"]
 
-TokenLookup = Callable[[str], Awaitable[str | None]]
-"""``sha256 hex of a token -> its description``, ``None`` when no such token exists."""
+TokenLookup = Callable[[str], Awaitable[TokenRecord | None]]
+"""``sha256 hex of a token -> its record``, ``None`` when no such token exists (or it was
+revoked). It must see every committed write: it is asked on every request."""
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a valid token stands for: the token's name and role."""
+
+    name: str
+    role: TokenRole
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role is TokenRole.ADMIN
+
+    @property
+    def may_pull(self) -> bool:
+        """Whether it may pull through ``/v2/`` (both roles may)."""
+        return self.role in (TokenRole.ADMIN, TokenRole.PULL)
 
 
 class TokenAuthenticator:
-    """Checks ``Authorization: Bearer <token>`` against ``lookup``.
+    """Checks ``Authorization`` headers against ``lookup`` (asked on every call, no cache)."""
 
-    A token found is remembered for ``ttl`` seconds (so a revoked token may keep working that
-    long); a token not found is asked again every time.
-    """
-
-    def __init__(self, lookup: TokenLookup, *, ttl: float = 60.0) -> None:
+    def __init__(self, lookup: TokenLookup) -> None:
         self._lookup = lookup
-        self._ttl = ttl
-        self._cache: dict[str, tuple[str, float]] = {}
+        self._in_flight: dict[str, asyncio.Future[TokenRecord | None]] = {}
+
+    async def _record(self, token: str) -> TokenRecord | None:
+        """The record of ``token``: a fresh read, or the one in flight for the same token.
+
+        The read runs as a task of its own, so a caller that is cancelled (a client hanging up)
+        does not cancel it for the others waiting on it; it is forgotten as soon as it ends.
+        """
+        # aiohttp decodes headers with surrogateescape: hash the bytes that were sent.
+        digest = hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
+        pending = self._in_flight.get(digest)
+        if pending is None or pending.done():  # done: its answer may predate a change
+            pending = asyncio.ensure_future(self._lookup(digest))
+            self._in_flight[digest] = pending
+            pending.add_done_callback(lambda done: self._forget(digest, done))
+        return await asyncio.shield(pending)
+
+    def _forget(self, digest: str, done: asyncio.Future[TokenRecord | None]) -> None:
+        if self._in_flight.get(digest) is done:
+            del self._in_flight[digest]
+        if not done.cancelled():
+            done.exception()  # retrieved here, so a failure nobody awaited is not logged
 
     async def authenticate(self, request: web.Request) -> str:
-        """The description of the request's bearer token (see :meth:`check`); it is also the
+        """The name of the request's admin bearer token (see :meth:`check`); it is also the
         request's ``PRINCIPAL`` in the access log."""
         principal = await self.check(request.headers.get("Authorization", ""))
         request[PRINCIPAL] = principal
         return principal
 
     async def check(self, header: str) -> str:
-        """The description of the token in ``header``, an ``Authorization`` header's value.
+        """The name of the admin token in ``header``, an ``Authorization`` header's value.
 
         :raises Unauthenticated: when ``header`` is empty (no ``Authorization`` header).
+        :raises InvalidAuthenticationToken: when it is not ``Bearer <token>`` or the token is
+            unknown (or revoked).
+        :raises AuthorizationFailed: when the token is valid but not an admin token.
+        """
+        principal = await self.bearer(header)
+        if not principal.is_admin:
+            raise e.AuthorizationFailed(
+                f"The token {principal.name!r} has the role '{principal.role.value}', which may "
+                "only pull images; this API needs an admin token."
+            )
+        return principal.name
+
+    async def bearer(self, header: str) -> Principal:
+        """The principal of the bearer token in ``header``, whatever its role.
+
+        :raises Unauthenticated: when ``header`` is empty.
         :raises InvalidAuthenticationToken: when it is not ``Bearer <token>`` or the token is
             unknown.
         """
@@ -57,13 +122,43 @@ class TokenAuthenticator:
             raise e.InvalidAuthenticationToken(
                 "Authentication failed. The 'Authorization' header must be 'Bearer <token>'."
             )
-        # aiohttp decodes headers with surrogateescape: hash the bytes that were sent.
-        digest = hashlib.sha256(token.strip().encode("utf-8", "surrogateescape")).hexdigest()
-        cached = self._cache.get(digest)
-        if cached is not None and cached[1] > time.monotonic():
-            return cached[0]
-        description = await self._lookup(digest)
-        if description is None:
+        record = await self._record(token.strip())
+        if record is None:
             raise e.InvalidAuthenticationToken("Authentication failed. The token is not valid.")
-        self._cache[digest] = (description, time.monotonic() + self._ttl)
-        return description
+        return Principal(record.name, record.role)
+
+    async def authenticate_basic(self, header: str) -> Principal:
+        """The principal of HTTP Basic credentials: user name = a token's name (any case),
+        password = that token. Both roles are returned; the caller decides what each may do
+        (:attr:`Principal.may_pull`).
+
+        :raises Unauthenticated: when ``header`` is empty.
+        :raises InvalidAuthenticationToken: when it is not ``Basic <base64 of user:password>``,
+            the token is unknown, or the user name is not the token's name (one message for
+            all three, so that a guess learns nothing).
+        """
+        if not header:
+            raise e.Unauthenticated(
+                "Authentication failed. Send HTTP Basic credentials: the token's name as the "
+                "user name and the token as the password."
+            )
+        scheme, _, encoded = header.partition(" ")
+        if scheme.lower() != "basic" or not encoded.strip():
+            raise e.InvalidAuthenticationToken(
+                "Authentication failed. The 'Authorization' header must be 'Basic <credentials>'."
+            )
+        try:
+            decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, ValueError):
+            decoded = ""
+        user, colon, password = decoded.partition(":")
+        if not colon or not user or not password:
+            raise e.InvalidAuthenticationToken(
+                "Authentication failed. The Basic credentials must be base64 of 'name:token'."
+            )
+        record = await self._record(password)
+        if record is None or record.name.lower() != user.lower():
+            raise e.InvalidAuthenticationToken(
+                "Authentication failed. The user name or the token is not valid."
+            )
+        return Principal(record.name, record.role)

@@ -38,6 +38,7 @@ from entrepot.cli.commands import (
     Target,
     _text,
     app,
+    client_command,
     emit,
     fail,
     make_client,
@@ -81,13 +82,14 @@ ISSUED_COLUMNS: Columns = (["Name", "Role", "Value"], _issued_row)
 
 
 @contextmanager
-def token_session(config: Path | None) -> Iterator[TokenClient]:
-    """A token client for the server, with server errors reported as ``error: ...``."""
+def token_session(config: Path | None = None) -> Iterator[TokenClient]:
+    """A token client for the server (the command's connection options, or ``config``), with
+    server errors reported as ``error: ...``."""
     from entrepot.mgmt.tokens import TokenClient
 
     target = Target(DEFAULT_SUBSCRIPTION, DEFAULT_RESOURCE_GROUP, OutputFormat.json, config)
-    client, url = make_client(target)
-    with server_errors(url):
+    client, conn = make_client(target)
+    with server_errors(conn):
         yield TokenClient(client)
 
 
@@ -97,6 +99,7 @@ def _emit_issued(item: dict[str, Any], output: OutputFormat) -> None:
 
 
 @token_app.command("create")
+@client_command
 def token_create(
     name: Annotated[str, typer.Option("--name", "-n", help="Name of the new token.")],
     role: Annotated[
@@ -107,45 +110,44 @@ def token_create(
         str, typer.Option("--description", help="Free text, e.g. who uses the token.")
     ] = "",
     output: OutputOpt = OutputFormat.json,
-    config: ConfigOpt = None,
 ) -> None:
     """Create a token and print its value (shown this once only)."""
     if role.lower() not in ("admin", "pull"):
         fail(f"--role must be admin or pull, not {role!r}", 2)
-    with token_session(config) as client:
+    with token_session() as client:
         item = client.create(name, role.lower(), description)
     _emit_issued(item, output)
 
 
 @token_app.command("list")
-def token_list(output: OutputOpt = OutputFormat.json, config: ConfigOpt = None) -> None:
+@client_command
+def token_list(output: OutputOpt = OutputFormat.json) -> None:
     """List the tokens: names, roles, when and by whom created (never their values)."""
-    with token_session(config) as client:
+    with token_session() as client:
         emit(client.list(), output, TOKEN_COLUMNS)
 
 
 @token_app.command("show")
-def token_show(
-    name: NameArg, output: OutputOpt = OutputFormat.json, config: ConfigOpt = None
-) -> None:
+@client_command
+def token_show(name: NameArg, output: OutputOpt = OutputFormat.json) -> None:
     """Show one token (never its value)."""
-    with token_session(config) as client:
+    with token_session() as client:
         emit(client.show(name), output, TOKEN_COLUMNS)
 
 
 @token_app.command("revoke")
-def token_revoke(name: NameArg, config: ConfigOpt = None) -> None:
+@client_command
+def token_revoke(name: NameArg) -> None:
     """Revoke a token: it stops working at once, on every server process."""
-    with token_session(config) as client:
+    with token_session() as client:
         client.revoke(name)
 
 
 @token_app.command("rotate")
-def token_rotate(
-    name: NameArg, output: OutputOpt = OutputFormat.json, config: ConfigOpt = None
-) -> None:
+@client_command
+def token_rotate(name: NameArg, output: OutputOpt = OutputFormat.json) -> None:
     """Give a token a new value (printed once); the old value stops working at once."""
-    with token_session(config) as client:
+    with token_session() as client:
         item = client.rotate(name)
     _emit_issued(item, output)
 

@@ -19,11 +19,13 @@ from entrepot.metadata.records import (
     NewCacheRule,
     NewCredentialSet,
     NewRegistry,
+    NewToken,
     OperationRecord,
     OperationState,
     RegistryKey,
     ResourceKind,
     State,
+    TokenRole,
 )
 from entrepot.metadata.resources import SqlResourceStore
 
@@ -142,3 +144,15 @@ def assert_aware_utc(*values: dt.datetime | None) -> None:
         assert isinstance(value, dt.datetime), value
         assert value.tzinfo is not None, value
         assert value.utcoffset() == dt.timedelta(0), value
+
+
+def token(token_hash: str, name: str, role: TokenRole = TokenRole.ADMIN) -> NewToken:
+    """A token named ``name`` (its description too) with the given hash, created now."""
+    return NewToken(
+        name=name,
+        role=role,
+        token_hash=token_hash,
+        description=name,
+        actor="tester",
+        now=dt.datetime.now(dt.UTC),
+    )

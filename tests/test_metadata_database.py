@@ -34,6 +34,7 @@ from tests.metadata_support import (
     registry,
     store_url,
 )
+from tests.metadata_support import token as new_token
 
 _GET_SETTING = PointQuery("SELECT value FROM settings WHERE key = :key")
 
@@ -251,7 +252,7 @@ async def test_a_failed_write_leaves_nothing_behind(store: SqlResourceStore, db:
             reg = await tx.insert_registry(registry("half-done"))
             await tx.insert_cache_rule(cache_rule(reg, "half-rule", "app"))
             await tx.put_setting("half", "done")
-            await tx.add_token("h" * 64, "half")
+            await tx.insert_token(new_token("h" * 64, "half"))
             await tx.insert_operation(operation("op-half"))
             assert await tx.acquire_lease("half-lease", "me", utcnow() + dt.timedelta(seconds=60))
             raise Boom
@@ -292,7 +293,7 @@ async def test_reads_see_committed_data_only(store: SqlResourceStore, db: Databa
         reg = await tx.registry(key)
         assert reg is not None
         await tx.update(ResourceKind.REGISTRY, reg.id, Changes(sku="Premium"))
-        await tx.add_token("p" * 64, "pending")
+        await tx.insert_token(new_token("p" * 64, "pending"))
         await tx.insert_operation(operation("op-pending"))
         # Other connections, while the write is open: the transaction reader ...
         async with store.read() as reader:

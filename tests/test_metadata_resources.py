@@ -42,6 +42,7 @@ from tests.metadata_support import (
     registry,
     store_url,
 )
+from tests.metadata_support import token as new_token
 
 RULE = ResourceKind.CACHE_RULE
 CREDS = ResourceKind.CREDENTIAL_SET
@@ -81,8 +82,8 @@ async def test_tokens(store: SqlResourceStore) -> None:
     assert await store.token(digest) is None
     before = dt.datetime.now(dt.UTC)
     async with store.write() as tx:
-        await tx.add_token(digest, "admin")
-        await tx.add_token("b" * 64, "ci")
+        await tx.insert_token(new_token(digest, "admin"))
+        await tx.insert_token(new_token("b" * 64, "ci"))
         assert await tx.count_tokens() == 2  # the transaction sees its own inserts
     async with store.read() as tx:
         assert await tx.count_tokens() == 2
@@ -97,7 +98,7 @@ async def test_tokens(store: SqlResourceStore) -> None:
         assert before - dt.timedelta(seconds=5) <= token.created_at <= dt.datetime.now(dt.UTC)
     with pytest.raises(IntegrityError):
         async with store.write() as tx:
-            await tx.add_token(digest, "duplicate")
+            await tx.insert_token(new_token(digest, "duplicate"))
     async with store.read() as tx:
         assert await tx.count_tokens() == 2
     again = await store.token(digest)
@@ -582,7 +583,7 @@ async def test_datetimes_come_back_timezone_aware_utc(
         reg = await tx.insert_registry(registry("Registry-One", now=plus_two))
         set_id = await tx.insert_credential_set(credential_set(reg, "set", now=plus_two))
         await tx.insert_cache_rule(cache_rule(reg, "rule", "app", credential_set_id=set_id))
-        await tx.add_token("t" * 64, "timed")
+        await tx.insert_token(new_token("t" * 64, "timed"))
         await tx.insert_operation(operation("op-time", plus_two))
         await tx.finish_operation("op-time", OperationState.SUCCEEDED)
     key = RegistryKey(SUB, "my-rg", "registry-one")

@@ -651,8 +651,7 @@ def _validate(config: Config, problems: _Problems) -> None:
             "server.default_registry: a registry name, 5-50 letters, digits or hyphens, got "
             f"{config.server.default_registry!r}"
         )
-    with problems.check():
-        _validate_serving(config.server)
+    _validate_serving(config.server, problems)
     with problems.check():
         database_url(config.database.url, config.data_dir)
     arm = config.arm
@@ -704,39 +703,36 @@ def _validate(config: Config, problems: _Problems) -> None:
             )
 
 
-def _validate_serving(server: ServerConfig) -> None:
-    """The keys of how the server listens: timeouts, access log, proxies, TLS."""
+def _validate_serving(server: ServerConfig, problems: _Problems) -> None:
+    """The keys of how the server listens: timeouts, access log, proxies, TLS (each problem
+    recorded, with the value given)."""
     checks = [
-        (
-            0.5 <= server.header_timeout_seconds <= 3600,
-            "server.header_timeout_seconds: 0.5 to 3600",
-        ),
-        (0.5 <= server.body_timeout_seconds <= 86400, "server.body_timeout_seconds: 0.5 to 86400"),
-        (
-            0 <= server.shutdown_timeout_seconds <= 600,
-            "server.shutdown_timeout_seconds: 0 to 600",
-        ),
-        (server.access_log in ("text", "json", "off"), "server.access_log: text, json or off"),
+        (0.5 <= server.header_timeout_seconds <= 3600, "header_timeout_seconds", "0.5 to 3600"),
+        (0.5 <= server.body_timeout_seconds <= 86400, "body_timeout_seconds", "0.5 to 86400"),
+        (0 <= server.shutdown_timeout_seconds <= 600, "shutdown_timeout_seconds", "0 to 600"),
+        (server.access_log in ("text", "json", "off"), "access_log", "text, json or off"),
     ]
-    for ok, message in checks:
+    for ok, key, allowed in checks:
         if not ok:
-            raise ConfigError(message)
+            problems.add(f"server.{key}: {allowed}, got {getattr(server, key)!r}")
     for proxy in server.trusted_proxies:
         try:
             ipaddress.ip_network(proxy.strip(), strict=False)
         except ValueError:
-            raise ConfigError(
+            problems.add(
                 f"server.trusted_proxies: {proxy!r} is not an IP address or network (CIDR)"
-            ) from None
+            )
     if bool(server.tls_cert) != bool(server.tls_key):
         missing = "server.tls_key" if server.tls_cert else "server.tls_cert"
-        raise ConfigError(f"{missing}: server.tls_cert and server.tls_key are set together")
-    if not server.tls_cert and not server.listens_on_loopback and not server.allow_insecure_http:
-        raise ConfigError(
-            f"server.allow_insecure_http: the listen address {server.listen!r} is off loopback "
-            "and no TLS is configured; set server.tls_cert and server.tls_key, or set "
-            "server.allow_insecure_http = true (e.g. behind a TLS-terminating proxy)"
-        )
+        problems.add(f"{missing}: server.tls_cert and server.tls_key are set together")
+    with problems.check():
+        loopback = server.listens_on_loopback
+        if not server.tls_cert and not loopback and not server.allow_insecure_http:
+            problems.add(
+                f"server.allow_insecure_http: the listen address {server.listen!r} is off "
+                "loopback and no TLS is configured; set server.tls_cert and server.tls_key, or "
+                "set server.allow_insecure_http = true (e.g. behind a TLS-terminating proxy)"
+            )
 
 
 def _is_login_server_pattern(pattern: str) -> bool:

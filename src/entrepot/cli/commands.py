@@ -351,7 +351,8 @@ def _read_token(path: Path, what: str) -> str:
         fail(
             f"no API token: {what} {path} does not exist. Start the server with `entrepot "
             "serve` (it writes its admin token there; give the same --config or --data-dir), "
-            "or pass --token-file or set ENTREPOT_TOKEN."
+            "or pass --token-file or set ENTREPOT_TOKEN. Lost it while the server runs? "
+            "`entrepot token rotate-admin --data-dir DIR` makes a new one."
         )
     except OSError as exc:
         fail(f"cannot read {what} {path}: {exc.strerror or exc}")
@@ -451,6 +452,12 @@ def server_errors(conn: Connection) -> Iterator[None]:
                 f"no entrepot server is running at {conn.url} (connection refused). Start one "
                 "with `entrepot serve` (scripts/serve in a checkout), or point --url or "
                 "ENTREPOT_URL at a running server."
+            )
+        if "non-TLS" in str(exc.message) or "non-https" in str(exc.message):
+            fail(
+                f"refusing to send the API token over plain http to {conn.url}: tokens travel "
+                "unencrypted only to loopback addresses. Serve with TLS ([server] tls_cert and "
+                "tls_key) and use an https:// URL."
             )
         fail(f"cannot reach the entrepot server at {conn.url}: {exc.message}")
     except AzureError as exc:

@@ -154,7 +154,7 @@ def test_readme_shell_examples_are_copy_paste_correct() -> None:
 def test_readme_says_how_to_get_the_cli() -> None:
     setup = "\n".join(code for sec, lang, code in readme_blocks() if sec.startswith("Set-up"))
     assert "scripts/entrepot status" in setup
-    assert "source .venv/bin/activate" in setup
+    assert ". .venv/bin/activate" in setup  # POSIX sh: `.`, not `source`
     text = README.read_text(encoding="utf-8")
     assert "`-g/--resource-group` defaults to `default`" in text
 

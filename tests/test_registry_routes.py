@@ -13,6 +13,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -359,3 +360,31 @@ def test_rules_changed_by_another_process_apply_within_the_refresh_interval(
     for _ in range(50):
         assert_oci_error(v2(b, path), 404, "NAME_UNKNOWN")
     assert time.monotonic() - started < 30
+
+
+# -- configuration --------------------------------------------------------------------------------
+def test_registry_config(tmp_path: Path) -> None:
+    from entrepot.config import ConfigError, load_config
+
+    def load(text: str = "", **env: str) -> Any:
+        path = tmp_path / "c.toml"
+        path.write_text(text)
+        return load_config(path, env=env)
+
+    assert load().anonymous_pull is True  # listens on 127.0.0.1 by default
+    assert load().registry.rules_refresh_seconds == 1.0
+    off_loopback = '[server]\nlisten = "0.0.0.0:5000"\nallow_insecure_http = true\n'
+    assert load(off_loopback).anonymous_pull is False
+    assert load(off_loopback + "[registry]\nanonymous_pull = true\n").anonymous_pull is True
+    assert load("[registry]\nanonymous_pull = false\n").anonymous_pull is False
+    assert load(ENTREPOT_REGISTRY_ANONYMOUS_PULL="false").anonymous_pull is False
+    assert load(off_loopback, ENTREPOT_REGISTRY_ANONYMOUS_PULL="auto").anonymous_pull is False
+    assert load(ENTREPOT_REGISTRY_RULES_REFRESH_SECONDS="0").registry.rules_refresh_seconds == 0
+    for text, key in [
+        ('[registry]\nanonymous_pull = "auto"\n', "registry.anonymous_pull"),
+        ("[registry]\nrules_refresh_seconds = -1\n", "registry.rules_refresh_seconds"),
+        ("[registry]\nnope = 1\n", "registry.nope"),
+    ]:
+        with pytest.raises(ConfigError) as excinfo:
+            load(text)
+        assert key in str(excinfo.value)

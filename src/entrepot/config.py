@@ -36,6 +36,10 @@ Example file::
     [health]
     interval_seconds = 600
 
+    [registry]
+    anonymous_pull = false                  # default: true only while listening on loopback
+    rules_refresh_seconds = 1
+
     [upstreams."docker.io"]
     url = "http://127.0.0.1:5001"
 

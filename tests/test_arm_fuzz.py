@@ -12,6 +12,7 @@ The budget is bounded (about 300 examples in all, no deadline) so the module run
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import Iterator
@@ -583,6 +584,104 @@ def assert_clean_log(server: Server) -> None:
     log = server.log()
     assert "unhandled error in" not in log, log[-5000:]
     assert "failed unexpectedly" not in log, log[-5000:]
+
+
+# -- the registry face (/v2/) ---------------------------------------------------------------------
+repository_names = st.one_of(
+    st.sampled_from(
+        [
+            "f/app",  # covered by fuzz-rule1 (quay.io/f/*): reaches the engine stand-in
+            "f/a/b/c",
+            "f",
+            "library/alpine",
+            "F/app",
+            "f/../x",
+            "f/%2E%2E/x",
+            "f//x",
+            "f/a..b",
+            "-f/x",
+            "f/" + "a" * 300,
+            "%2F",
+            "f%2Fx",
+            "",
+        ]
+    ),
+    st.from_regex(r"[a-zA-Z0-9._/-]{1,40}", fullmatch=True),
+    st.text(max_size=30).map(lambda s: quote(s, safe="/")),
+)
+references = st.one_of(
+    st.sampled_from(
+        [
+            "latest",
+            "sha256:" + "a" * 64,
+            "sha256:" + "A" * 64,
+            "sha512:" + "b" * 128,
+            "md5:" + "c" * 32,
+            "sha256:",
+            "-bad",
+            "t" * 200,
+            ":",
+            "%FF",
+        ]
+    ),
+    st.text(max_size=30).map(lambda s: quote(s, safe=":")),
+)
+v2_queries = st.one_of(
+    st.just(""),
+    st.sampled_from(
+        [
+            "n=10",
+            "n=-1",
+            "n=99999999999999999999999",
+            "n=x",
+            "n=",
+            "last=zzz&n=1",
+            "ns=docker.io",
+            "ns=quay.io",
+            "ns=",
+            "ns=not%20a%20host",
+            "ns=%FF",
+            "artifactType=application/x",
+            "digest=sha256:" + "a" * 64,
+        ]
+    ),
+    st.text(max_size=30).map(lambda s: "ns=" + quote(s, safe="")),
+    st.text(max_size=30).map(lambda s: "n=" + quote(s, safe="")),
+)
+
+
+@settings(FUZZ, max_examples=150)
+@given(
+    method=st.sampled_from(METHODS),
+    name=repository_names,
+    route=st.sampled_from(
+        ["manifests/", "blobs/", "referrers/", "tags/list", "blobs/uploads/", "", "x/"]
+    ),
+    reference=references,
+    extra=v2_queries,
+    auth=st.sampled_from([None, "good", "Basic x", "Bearer nope", "Basic YWRtaW46"])
+    | st.text(st.characters(min_codepoint=33, max_codepoint=126), max_size=40).map(
+        lambda t: f"Basic {t}"
+    ),
+)
+def fuzz_registry_face(
+    client: Client, method: str, name: str, route: str, reference: str, extra: str, auth: str | None
+) -> None:
+    """Random pulls and pushes: never a 5xx, always OCI JSON (checked by ``Client.send``)."""
+    tail = route + reference if route.endswith("/") and route != "blobs/uploads/" else route
+    path = f"/v2/{name}/{tail}" + (f"?{extra}" if extra else "")
+    if auth == "good":
+        auth = "Basic " + base64.b64encode(f"admin:{client.token}".encode()).decode()
+    response = client.send(method, path, None, auth=auth)
+    if response.status_code == 401:
+        assert response.headers["WWW-Authenticate"] == 'Basic realm="entrepot"', path
+
+
+def test_fuzz_registry_face(client: Client, server: Server) -> None:
+    sent = client.count
+    fuzz_registry_face(client)
+    assert client.count - sent >= 150
+    assert_clean_log(server)
 
 
 def test_fuzz_bodies(client: Client, server: Server) -> None:

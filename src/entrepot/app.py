@@ -40,8 +40,9 @@ from entrepot.errors import ConfigError, ResourceExists
 from entrepot.management import Actor, Management, RegistryRef
 from entrepot.management.tokens import TokenService
 from entrepot.metadata import Database, SqlLeases, SqlOperationStore, SqlResourceStore
-from entrepot.metadata.protocols import ResourceStore, StoreUnavailable
+from entrepot.metadata.protocols import StoreUnavailable
 from entrepot.metadata.vault_store import SqlVaultStore
+from entrepot.proxy import NotCachedEngine, RegistryDirectory
 from entrepot.secrets import BuiltinVault, build_resolvers
 from entrepot.upstream import AddressGuard, AiohttpTransport, UpstreamClient
 from entrepot.web import arm, oci, status
@@ -54,23 +55,6 @@ from entrepot.web.serving import serve_app, tls_context
 
 log = logging.getLogger("entrepot")
 SYSTEM_ACTOR = Actor("entrepot")
-
-
-class StoreLookups:
-    """What the faces ask the metadata store, as the small async callables they take (each one
-    point read)."""
-
-    def __init__(self, store: ResourceStore) -> None:
-        self.store = store
-
-    async def count_named(self, name: str) -> int:
-        """:meth:`entrepot.web.oci.RegistryLookup.count_named` (2 means "2 or more")."""
-        return len(await self.store.registries_named(name))
-
-    async def sole_registry(self) -> str | None:
-        """:meth:`entrepot.web.oci.RegistryLookup.sole_registry`."""
-        names = await self.store.first_registries()
-        return names[0] if len(names) == 1 else None
 
 
 def unclaimed_only(middleware: Middleware) -> Middleware:
@@ -105,7 +89,9 @@ def build_app(config: Config) -> web.Application:
     database = Database(config.database_url)
     resources = SqlResourceStore(database)
     tokens = TokenService(resources, config.token_file)
-    lookups = StoreLookups(resources)
+    # the registry face's registries and rules: in memory, revalidated, dropped on our changes
+    directory = RegistryDirectory(resources, config.registry.rules_refresh_seconds)
+    resources.subscribe(directory.invalidate)
     vault = BuiltinVault(SqlVaultStore(database))
     resolvers = build_resolvers(config.secrets, vault)
     addressing = RegistryAddressing(config.server)
@@ -143,7 +129,14 @@ def build_app(config: Config) -> web.Application:
     app.router.add_route("*", arm.CASE_VARIANTS, arm_api.dispatch)  # /SUBSCRIPTIONS/... too
     app.add_subapp(vault_face.MOUNT, vault_face.build_vault_app(authenticator, vault))
     app.add_subapp(tokens_face.MOUNT, tokens_face.build_tokens_app(authenticator, tokens))
-    app.add_subapp(oci.MOUNT, oci.build_oci_app(addressing, lookups))
+    registry_face = oci.RegistryFace(
+        addressing,
+        directory,
+        NotCachedEngine(),  # until the pull-through engine exists (entrepot.proxy.engine)
+        authenticator,
+        anonymous_pull=config.anonymous_pull,
+    )
+    app.add_subapp(oci.MOUNT, oci.build_oci_app(registry_face))
     kind = "sqlite" if database.is_sqlite else "postgresql"
     app.add_subapp(status.MOUNT, status.build_status_app(authenticator, resources.counts, kind))
 
@@ -170,6 +163,10 @@ def build_app(config: Config) -> web.Application:
             except ResourceExists as exc:
                 raise ConfigError(f"registries[{i}].name: {exc.message}") from None
         await management.start()
+        log.info(
+            "registry face: %s",
+            "anonymous pull allowed" if config.anonymous_pull else "pulls need an API token",
+        )
 
     async def on_cleanup(_app: web.Application) -> None:
         await management.stop()

@@ -36,6 +36,10 @@ Example file::
     [health]
     interval_seconds = 600
 
+    [registry]
+    anonymous_pull = false                  # default: true only while listening on loopback
+    rules_refresh_seconds = 1
+
     [upstreams."docker.io"]
     url = "http://127.0.0.1:5001"
 
@@ -209,6 +213,22 @@ class HealthConfig:
 
 
 @dataclass(frozen=True)
+class RegistryConfig:
+    """``[registry]``: the registry face (``/v2/``).
+
+    ``anonymous_pull``: whether pulls need no credentials; unset (or ``"auto"`` in the
+    environment) means on only while the server listens on loopback
+    (:attr:`Config.anonymous_pull`). Otherwise clients send HTTP Basic credentials: an API
+    token's name and the token. ``rules_refresh_seconds``: how long the registry face uses the
+    registries and cache rules it read before one point read revalidates them (changes made by
+    this process apply at once; see :mod:`entrepot.proxy.directory`).
+    """
+
+    anonymous_pull: bool | None = None
+    rules_refresh_seconds: float = 1.0
+
+
+@dataclass(frozen=True)
 class UpstreamEndpoint:
     """``[upstreams."<login server>"]``: where that login server's ``/v2/`` API really is.
 
@@ -239,6 +259,7 @@ class Config:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     secrets: SecretsConfig = field(default_factory=SecretsConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
     upstreams: Mapping[str, UpstreamEndpoint] = field(default_factory=dict)
     registries: tuple[RegistrySeed, ...] = ()
 
@@ -255,6 +276,13 @@ class Config:
     def token_file(self) -> Path:
         return self.data_dir / TOKEN_FILE
 
+    @property
+    def anonymous_pull(self) -> bool:
+        """``[registry] anonymous_pull``, or when unset whether the server listens on loopback."""
+        if self.registry.anonymous_pull is None:
+            return self.server.listens_on_loopback
+        return self.registry.anonymous_pull
+
     def sanitized(self) -> dict[str, Any]:
         """The configuration as plain data, safe for logs (passwords in URLs masked)."""
         return {
@@ -270,6 +298,7 @@ class Config:
                 k: list(v) if isinstance(v, tuple) else v for k, v in vars(self.secrets).items()
             },
             "health": vars(self.health),
+            "registry": vars(self.registry),
             "upstreams": {k: mask_url(v.url) for k, v in self.upstreams.items()},
             "registries": [vars(r) for r in self.registries],
         }
@@ -282,6 +311,7 @@ _SECTIONS: dict[str, type] = {
     "policy": PolicyConfig,
     "secrets": SecretsConfig,
     "health": HealthConfig,
+    "registry": RegistryConfig,
 }
 
 
@@ -511,6 +541,10 @@ def _override(section: str, instance: Any, attr: str, value: Any, *, from_env: b
 
 def _convert(where: str, hint: Any, value: Any, from_env: bool) -> Any:
     origin = get_origin(hint)
+    if hint == bool | None:  # unset means "auto"; only the environment can say it in words
+        if from_env and isinstance(value, str) and value.strip().lower() in {"", "auto"}:
+            return None
+        return _convert(where, bool, value, from_env)
     if hint is bool:
         if isinstance(value, bool):
             return value
@@ -678,6 +712,10 @@ def _validate(config: Config, problems: _Problems) -> None:
             "health.interval_seconds: 1 to 86400",
         ),
         (0.1 <= config.health.timeout_seconds <= 300, "health.timeout_seconds: 0.1 to 300"),
+        (
+            0 <= config.registry.rules_refresh_seconds <= 3600,
+            "registry.rules_refresh_seconds: 0 to 3600",
+        ),
     ]
     for ok, message in checks:
         if not ok:

@@ -17,11 +17,13 @@ Exception tree::
     ├── Unauthenticated (401)       AuthenticationFailed, InvalidAuthenticationToken
     ├── AuthorizationFailed (403)   a valid token whose role does not allow the request
     ├── NotFound (404)              ResourceNotFound, ParentResourceNotFound, RouteNotFound,
-    │                               SecretNotFound
+    │                               SecretNotFound, RepositoryUnknown, ManifestUnknown,
+    │                               BlobUnknown
+    ├── RepositoryReadOnly (403)    a push to a repository a cache rule covers
     ├── SecretAccessDenied (403), SecretStoreUnavailable (503)
     ├── UpstreamError (502)         UpstreamAuthenticationFailed, UpstreamUnreachable,
     │                               UpstreamTlsError, UpstreamTooManyRequests
-    ├── MethodNotAllowed (405)
+    ├── MethodNotAllowed (405)      PushUnsupported
     ├── Conflict (409)              TargetConflict, QuotaExceeded, CredentialSetInUse,
     │                               PropertyChangeNotAllowed, OperationInProgress, ResourceExists
     ├── PayloadTooLarge (413), RequestTimeout (408)
@@ -185,6 +187,37 @@ class RouteNotFound(NotFound):
     kind = _kind("NotFound", 404, "UNSUPPORTED")
 
 
+# -- the registry face (/v2/) --------------------------------------------------------------------
+class RepositoryUnknown(NotFound):
+    """No cache rule of the registry covers the repository (so nothing can be pulled there)."""
+
+    kind = _kind("RepositoryNotFound", 404, "NAME_UNKNOWN")
+
+
+class ManifestUnknown(NotFound):
+    """The manifest (tag or digest) is not in the cache and cannot be fetched."""
+
+    kind = _kind("ManifestUnknown", 404, "MANIFEST_UNKNOWN")
+
+
+class BlobUnknown(NotFound):
+    """The blob is not in the cache and cannot be fetched."""
+
+    kind = _kind("BlobUnknown", 404, "BLOB_UNKNOWN")
+
+
+class PaginationNumberInvalid(BadRequest):
+    """The ``n`` of a paginated list is not a non-negative integer."""
+
+    kind = _kind("InvalidPageSize", 400, "PAGINATION_NUMBER_INVALID")
+
+
+class RepositoryReadOnly(EntrepotError):
+    """A push to a repository a cache rule covers: its content comes from upstream only."""
+
+    kind = _kind("RepositoryReadOnly", 403, "DENIED")
+
+
 # -- secrets and upstreams (credential health codes) ---------------------------------------------
 class SecretNotFound(NotFound):
     """The secret (or its vault, or the version asked for) does not exist."""
@@ -235,6 +268,12 @@ class UpstreamTooManyRequests(UpstreamError):
 # -- 405 / 409 / 413 / 500 ----------------------------------------------------------------------
 class MethodNotAllowed(EntrepotError):
     kind = _kind("MethodNotAllowed", 405, "UNSUPPORTED")
+
+
+class PushUnsupported(MethodNotAllowed):
+    """A push to a repository no cache rule covers: this registry holds no pushed content."""
+
+    kind = _kind("PushNotSupported", 405, "UNSUPPORTED")
 
 
 class Conflict(EntrepotError):

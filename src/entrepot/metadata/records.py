@@ -91,6 +91,29 @@ class RegistryRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class RegistryHead:
+    """What the registry face needs to know of a registry to serve it: its row id, its name as
+    written and the version of its cache rules (bumped in the transaction of every change to
+    them, so an equal version means the same rules)."""
+
+    id: int
+    name: str
+    rules_version: int
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceChanges:
+    """What one committed ``ResourceStore.write()`` changed, for in-process caches: whether any
+    registry was created or deleted, and the row ids of registries whose cache rules changed."""
+
+    registries: bool = False
+    rules_of: frozenset[int] = frozenset()
+
+    def __bool__(self) -> bool:
+        return self.registries or bool(self.rules_of)
+
+
+@dataclass(frozen=True, slots=True)
 class CacheRuleRecord:
     id: int
     registry_id: int

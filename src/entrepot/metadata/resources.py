@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -33,8 +33,10 @@ from entrepot.metadata.records import (
     NewToken,
     OperationRecord,
     OperationState,
+    RegistryHead,
     RegistryKey,
     RegistryRecord,
+    ResourceChanges,
     ResourceKind,
     State,
     TokenRecord,
@@ -93,6 +95,19 @@ _GET_OPERATION = PointQuery(
     "ended_at, error_code, error_message FROM operations WHERE id = :id"
 )
 _COUNT_REGISTRIES = PointQuery("SELECT id, name FROM registries ORDER BY id LIMIT 2")
+_HEADS_NAMED = PointQuery(
+    "SELECT id, name, rules_version FROM registries WHERE name_key = :name ORDER BY id LIMIT 2"
+)
+_FIRST_HEADS = PointQuery("SELECT id, name, rules_version FROM registries ORDER BY id LIMIT 2")
+_RULES_OF_REGISTRY = PointQuery(
+    f"SELECT {_prefixed(_RULE_COLUMNS, 'c', '')}, s.name AS credential_set_name "
+    "FROM cache_rules c LEFT JOIN credential_sets s ON s.id = c.credential_set_id "
+    "WHERE c.registry_id = :registry_id ORDER BY c.id"
+)
+_BUMP_RULES_VERSION = sa.text(
+    "UPDATE registries SET rules_version = rules_version + 1 WHERE id = :registry_id"
+)
+_REGISTRY_OF_RULE = sa.text("SELECT registry_id FROM cache_rules WHERE id = :row_id")
 _COUNT_RESOURCES = PointQuery(
     "SELECT (SELECT count(*) FROM registries) AS registries, "
     "(SELECT count(*) FROM cache_rules) AS cache_rules, "
@@ -207,6 +222,23 @@ class ResourceTransaction:
 
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
+        self._registries_changed = False
+        self._rules_changed: set[int] = set()
+
+    @property
+    def changes(self) -> ResourceChanges:
+        """What this transaction changed so far (registries created or deleted, rules)."""
+        return ResourceChanges(self._registries_changed, frozenset(self._rules_changed))
+
+    async def _rules_changing(self, registry_id: int | None = None, rule_id: int = 0) -> None:
+        """Bump the ``rules_version`` of the registry (given, or that of rule ``rule_id``)."""
+        if registry_id is None:
+            found = (await self._conn.execute(_REGISTRY_OF_RULE, {"row_id": rule_id})).first()
+            if found is None:
+                return
+            registry_id = int(found[0])
+        await self._conn.execute(_BUMP_RULES_VERSION, {"registry_id": registry_id})
+        self._rules_changed.add(registry_id)
 
     async def _rows(self, query: Any) -> Sequence[Row]:
         return (await self._conn.execute(query)).mappings().all()
@@ -266,6 +298,7 @@ class ResourceTransaction:
             "tags": json.dumps(new.tags),
             **_audit_values(new.actor, new.now, new.state),
         }
+        self._registries_changed = True
         return await self._insert(t.registries, values)
 
     # children (cache rules, credential sets)
@@ -318,6 +351,7 @@ class ResourceTransaction:
             "credential_set_id": new.credential_set_id,
             **_audit_values(new.actor, new.now, State.CREATING),
         }
+        await self._rules_changing(new.registry_id)
         return await self._insert(t.cache_rules, values)
 
     async def insert_credential_set(self, new: NewCredentialSet) -> int:
@@ -353,10 +387,16 @@ class ResourceTransaction:
             values["credential_set_id"] = changes.credential_set_id
         if values:
             table = _TABLES[kind]
+            if kind is ResourceKind.CACHE_RULE:
+                await self._rules_changing(rule_id=row_id)
             await self._conn.execute(sa.update(table).where(table.c.id == row_id).values(values))
 
     async def delete(self, kind: ResourceKind, row_id: int) -> bool:
         table = _TABLES[kind]
+        if kind is ResourceKind.CACHE_RULE:
+            await self._rules_changing(rule_id=row_id)
+        elif kind is ResourceKind.REGISTRY:
+            self._registries_changed = True
         result = await self._conn.execute(sa.delete(table).where(table.c.id == row_id))
         return int(result.rowcount) > 0
 
@@ -549,6 +589,14 @@ class SqlResourceStore:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._listeners: list[Callable[[ResourceChanges], None]] = []
+
+    def subscribe(self, listener: Callable[[ResourceChanges], None]) -> None:
+        """Call ``listener`` after every ``write()`` of this store that commits a change to
+        registries (created or deleted) or to cache rules, with what changed. It runs on the
+        event loop right after the commit and must not block or raise. Other processes learn
+        of the change from ``rules_version`` (:meth:`registry_heads`)."""
+        self._listeners.append(listener)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[ResourceTransaction]:
@@ -560,7 +608,12 @@ class SqlResourceStore:
     async def write(self) -> AsyncIterator[ResourceTransaction]:
         """One serialised transaction: commits when the block ends, rolls back if it raises."""
         async with self.db.write() as conn:
-            yield ResourceTransaction(conn)
+            tx = ResourceTransaction(conn)
+            yield tx
+        changes = tx.changes
+        if changes:
+            for listener in self._listeners:
+                listener(changes)
 
     # -- point reads (hot paths: no transaction, no thread hand-off) ---------------------------
     async def get_registry(self, key: RegistryKey) -> RegistryRecord | None:
@@ -571,6 +624,24 @@ class SqlResourceStore:
         """At most two registries called ``name`` (two means the name is ambiguous)."""
         rows = await self.db.fetch_all(_GET_REGISTRIES_NAMED, name=name.lower())
         return [registry_record(r) for r in rows]
+
+    async def registry_heads(self, name: str) -> list[RegistryHead]:
+        """At most two registries called ``name`` (any case; two: ambiguous), by row id, with
+        their rules' version. One prebuilt point read."""
+        rows = await self.db.fetch_all(_HEADS_NAMED, name=name.lower())
+        return [RegistryHead(int(r["id"]), str(r["name"]), int(r["rules_version"])) for r in rows]
+
+    async def first_registry_heads(self) -> list[RegistryHead]:
+        """The first two registries of the server by row id (to tell "exactly one")."""
+        rows = await self.db.fetch_all(_FIRST_HEADS)
+        return [RegistryHead(int(r["id"]), str(r["name"]), int(r["rules_version"])) for r in rows]
+
+    async def cache_rules(self, registry_id: int) -> list[CacheRuleRecord]:
+        """Every cache rule of registry ``registry_id`` (any state) with its credential set's
+        name, by row id. Read ``rules_version`` before this: the rules are then at least as
+        new as the version read."""
+        rows = await self.db.fetch_all(_RULES_OF_REGISTRY, registry_id=registry_id)
+        return [rule_record(r) for r in rows]
 
     async def first_registries(self) -> list[str]:
         """The names of at most two registries (to tell 'exactly one' from 'several')."""

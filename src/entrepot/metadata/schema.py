@@ -84,6 +84,8 @@ registries = sa.Table(
     sa.Column("sku", sa.String(50), nullable=False),
     sa.Column("tags", sa.Text, nullable=False, server_default="{}"),
     *_audit_columns(),
+    # bumped in the transaction of every change to the registry's cache rules (revision 0005)
+    sa.Column("rules_version", sa.Integer, nullable=False, server_default="0"),
     sa.UniqueConstraint("subscription", "resource_group_key", "name_key", name="uq_registry"),
 )
 

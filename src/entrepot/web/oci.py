@@ -1,15 +1,44 @@
 """The registry face: the OCI distribution API under ``/v2/``, mounted there by ``app.py``.
 
-For now it answers only the API version check: ``GET /v2/`` (and ``HEAD``) is 200 with body
-``{}``. Every response carries ``Docker-Distribution-API-Version: registry/2.0`` and an
+Every request goes, in this order, through:
+
+1. **Authentication.** With ``[registry] anonymous_pull`` (by default: only while the server
+   listens on loopback) a request without ``Authorization`` passes. Otherwise, and whenever
+   credentials are sent, they must be HTTP Basic with an API token's name as the user name and
+   the token as the password (``docker login``, ``skopeo --creds NAME:TOKEN``, containerd's
+   ``hosts.toml``), or ``Authorization: Bearer <token>``; both roles (``pull``, ``admin``) may
+   pull. A token is checked with one point read per request, so a revoked token is refused
+   from the moment its revocation commits. Failures are 401 ``UNAUTHORIZED`` with
+   ``WWW-Authenticate: Basic realm="entrepot"`` (``GET /v2/`` too: it is how ``docker login``
+   probes).
+2. **The registry**, by its ``Host`` header (:mod:`entrepot.addressing`), in
+   ``request[REGISTRY]``: a host that names no registry, the server's own host when no registry
+   is the default, a registry that does not exist and a name held by several registries are all
+   404 ``NAME_UNKNOWN`` whose message says which: a request never reaches another registry.
+3. **The route.** ``GET``/``HEAD`` of ``/v2/`` is 200 ``{}``. Under ``/v2/<name>/``:
+   ``manifests/<reference>``, ``blobs/<digest>``, ``tags/list`` and ``referrers/<digest>``
+   (``GET``, ``HEAD``), and the push API (``blobs/uploads/...``; ``PUT``/``DELETE`` of
+   manifests, ``DELETE`` of blobs). ``<name>`` must be a valid repository name (400
+   ``NAME_INVALID``).
+4. **The cache rule** (:mod:`entrepot.proxy.resolution`, held in memory by
+   :class:`~entrepot.proxy.directory.RegistryDirectory`): by target, or with ``?ns=<registry>``
+   (mirror mode, as containerd sends it) by source. A repository no rule covers is 404
+   ``NAME_UNKNOWN`` saying so and naming the registry; an ``ns`` that is not a login server is
+   400 ``NAME_INVALID``.
+5. **Pushes are refused**: a push to a repository a rule covers is 403 ``DENIED`` naming the
+   rule (its content comes from upstream only); any other push is 405 ``UNSUPPORTED``.
+6. **Reads** validate the reference (400 ``TAG_INVALID``/``DIGEST_INVALID``), the ``n`` of
+   ``tags/list`` (400 ``PAGINATION_NUMBER_INVALID`` unless a non-negative integer; more than
+   :data:`MAX_PAGE` is :data:`MAX_PAGE`) and go to the engine's
+   :class:`~entrepot.proxy.engine.Repository`: manifests with ``Content-Type``,
+   ``Docker-Content-Digest``, ``Content-Length`` and ``ETag``; blobs streamed; tags as
+   ``{"name", "tags"}`` with a ``Link`` to the next page when the page is full. The cache
+   header (:data:`~entrepot.proxy.engine.CACHE_HEADER`) says where the content came from.
+   Until the engine exists the stand-in :class:`~entrepot.proxy.engine.NotCachedEngine`
+   answers (404 ``MANIFEST_UNKNOWN``/``BLOB_UNKNOWN``, no tags): see its module.
+
+Every response carries ``Docker-Distribution-API-Version: registry/2.0`` and an
 ``X-Request-Id`` of its own (never ``x-ms-request-id``: this is not the management API).
-
-Every request is first addressed to one registry by its ``Host`` header
-(:mod:`entrepot.addressing`); the registry's name is in ``request[REGISTRY]`` for the handlers.
-A host that names no registry, the server's own host when no registry is the default, a
-registry that does not exist and a name held by several registries are all 404
-``NAME_UNKNOWN`` whose message says which: a request never reaches another registry.
-
 Errors are OCI JSON, ``{"errors": [{"code", "message", "detail"}]}``, with the status and the
 OCI code of the domain error's row in the error table (:mod:`entrepot.errors`); ``detail`` is
 ``{"target": ...}`` when the error names one, else ``null``. A path under ``/v2/`` with no route
@@ -23,23 +52,31 @@ about it (the traceback goes to the log only).
 from __future__ import annotations
 
 import logging
+import re
 import uuid
-from typing import Any, Protocol
+from typing import Any
+from urllib.parse import urlencode
 
 from aiohttp import web
 
 from entrepot import errors as e
 from entrepot.addressing import DEFAULT, RegistryAddressing
+from entrepot.metadata.records import RegistryHead
+from entrepot.oci import Digest, parse_login_server, parse_reference, parse_repository
+from entrepot.proxy import CACHE_HEADER, Engine, RegistryDirectory, Repository, Resolution
+from entrepot.web.access_log import PRINCIPAL
+from entrepot.web.auth import TokenAuthenticator
 from entrepot.web.responses import Handler, domain_error, json_response
 
 __all__ = [
     "API_VERSION",
     "API_VERSION_HEADER",
+    "CHALLENGE",
+    "MAX_PAGE",
     "MOUNT",
     "REGISTRY",
     "REQUEST_ID_HEADER",
     "RegistryFace",
-    "RegistryLookup",
     "build_oci_app",
     "oci_error",
 ]
@@ -50,39 +87,78 @@ MOUNT = "/v2"
 API_VERSION_HEADER = "Docker-Distribution-API-Version"
 API_VERSION = "registry/2.0"
 REQUEST_ID_HEADER = "X-Request-Id"
-REGISTRY = web.RequestKey("registry", str)
-"""The (lower-case) name of the registry a request is addressed to."""
+CHALLENGE = 'Basic realm="entrepot"'
+"""The ``WWW-Authenticate`` challenge of every 401 of the face."""
+MAX_PAGE = 1000
+"""The most tags one ``tags/list`` page holds, whatever ``n`` asks."""
+REGISTRY = web.RequestKey("registry", RegistryHead)
+"""The registry a request is addressed to."""
 
-
-class RegistryLookup(Protocol):
-    """What the face needs to know about the registries that exist (I/O; ``app.py`` provides)."""
-
-    async def count_named(self, name: str) -> int:
-        """How many registries, of any subscription and resource group, are named ``name``
-        (case-insensitive); any number above 1 may be reported as 2."""
-
-    async def sole_registry(self) -> str | None:
-        """The name of the server's only registry; ``None`` when it has none or several."""
+PUSH_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+READ_METHODS = frozenset({"GET", "HEAD"})
+# (kind, pattern) tried in order; <name> greedy, as distribution's router matches it
+_ROUTES = (
+    ("upload", re.compile(r"(?P<name>.+)/blobs/uploads/?(?P<arg>[^/]*)")),
+    ("manifest", re.compile(r"(?P<name>.+)/manifests/(?P<arg>[^/]+)")),
+    ("blob", re.compile(r"(?P<name>.+)/blobs/(?P<arg>[^/]+)")),
+    ("tags", re.compile(r"(?P<name>.+)/tags/list(?P<arg>)")),
+    ("referrers", re.compile(r"(?P<name>.+)/referrers/(?P<arg>[^/]+)")),
+)
 
 
 def oci_error(err: e.EntrepotError) -> web.Response:
     """``err`` as OCI error JSON with the error table's status and OCI code."""
     detail: dict[str, Any] | None = {"target": err.target} if err.target else None
     body = {"errors": [{"code": err.kind.oci_code, "message": err.message, "detail": detail}]}
-    return json_response(err.status, body)
+    response = json_response(err.status, body)
+    if isinstance(err, e.Unauthenticated):
+        response.headers["WWW-Authenticate"] = CHALLENGE
+    return response
+
+
+def _route(path: str) -> tuple[str, str, str] | None:
+    """``(kind, name, argument)`` of a path below ``/v2/``, or ``None``."""
+    for kind, pattern in _ROUTES:
+        match = pattern.fullmatch(path)
+        if match is not None:
+            return kind, match["name"], match["arg"]
+    return None
+
+
+def _accepted(request: web.Request) -> list[str]:
+    """The media types of every ``Accept`` header, in order, without parameters."""
+    types: list[str] = []
+    for header in request.headers.getall("Accept", ()):
+        for item in header.split(","):
+            media_type = item.split(";", 1)[0].strip()
+            if media_type:
+                types.append(media_type)
+    return types
 
 
 class RegistryFace:
     """The middleware and handlers of the face."""
 
-    def __init__(self, addressing: RegistryAddressing, lookup: RegistryLookup) -> None:
+    def __init__(
+        self,
+        addressing: RegistryAddressing,
+        directory: RegistryDirectory,
+        engine: Engine,
+        authenticator: TokenAuthenticator,
+        *,
+        anonymous_pull: bool,
+    ) -> None:
         self.addressing = addressing
-        self.lookup = lookup
+        self.directory = directory
+        self.engine = engine
+        self.authenticator = authenticator
+        self.anonymous_pull = anonymous_pull
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         request_id = str(uuid.uuid4())
         try:
+            await self.authenticate(request)
             request[REGISTRY] = await self.registry_for(request.headers.get("Host", ""))
             response = await handler(request)
         except web.HTTPNotFound:
@@ -99,12 +175,35 @@ class RegistryFace:
             )
         except Exception as exc:
             response = oci_error(domain_error(exc, request, log))
-        response.headers[API_VERSION_HEADER] = API_VERSION
-        response.headers[REQUEST_ID_HEADER] = request_id
+        if not response.prepared:  # a streamed blob has sent its headers already
+            response.headers[API_VERSION_HEADER] = API_VERSION
+            response.headers[REQUEST_ID_HEADER] = request_id
         return response
 
-    async def registry_for(self, host: str) -> str:
-        """The name of the one registry that ``Host: host`` addresses.
+    async def authenticate(self, request: web.Request) -> None:
+        """Let the request pass, or raise (see the module doc, step 1)."""
+        header = request.headers.get("Authorization", "")
+        if not header:
+            if self.anonymous_pull:
+                return
+            raise e.Unauthenticated(
+                "Authentication required. Send HTTP Basic credentials: an API token's name as "
+                "the user name and the token as the password (docker login; skopeo --creds "
+                "NAME:TOKEN)."
+            )
+        if header.partition(" ")[0].lower() == "bearer":
+            principal = await self.authenticator.bearer(header)
+        else:
+            principal = await self.authenticator.authenticate_basic(header)
+        request[PRINCIPAL] = principal.name
+        if not principal.may_pull:
+            raise e.AuthorizationFailed(
+                f"The token {principal.name!r} has the role '{principal.role.value}', which "
+                "may not pull."
+            )
+
+    async def registry_for(self, host: str) -> RegistryHead:
+        """The one registry that ``Host: host`` addresses.
 
         :raises ResourceNotFound: (``NAME_UNKNOWN``) when it addresses none, a registry that does
             not exist, or a name that several registries hold.
@@ -121,8 +220,8 @@ class RegistryFace:
         if target is DEFAULT:
             name = self.addressing.default_registry
             if name is None:
-                name = await self.lookup.sole_registry()
-                if name is None:
+                sole = await self.directory.sole()
+                if sole is None:
                     how = (
                         f"address a registry by its login server, <registry name>.{domain}"
                         if domain
@@ -134,30 +233,174 @@ class RegistryFace:
                         f"set; {how}.",
                         target="Host",
                     )
-                return name.lower()
+                return sole
             what = f"The default registry '{name}' ([server] default_registry)"
         else:
             name = target
             what = f"The registry '{name}'"
-        count = await self.lookup.count_named(name)
-        if count == 0:
+        heads = await self.directory.named(name)
+        if not heads:
             raise e.ResourceNotFound(f"{what} does not exist.", target="Host")
-        if count > 1:
+        if len(heads) > 1:
             raise e.ResourceNotFound(
                 f"{what} is ambiguous: registries of that name exist in several resource groups.",
                 target="Host",
             )
-        return name
+        return heads[0]
 
     async def version_check(self, _request: web.Request) -> web.Response:
-        """``GET /v2/``: the registry speaks the distribution API (no authentication yet)."""
+        """``GET /v2/``: the registry speaks the distribution API (and the caller may use it)."""
         return json_response(200, {})
 
+    # -- /v2/<name>/... -------------------------------------------------------------------------
+    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        """Every path below ``/v2/`` (see the module doc, steps 3 to 6)."""
+        route = _route(request.match_info["path"])
+        if route is None:
+            raise web.HTTPNotFound()
+        kind, name, arg = route
+        method = request.method
+        push = kind == "upload" or (kind in ("manifest", "blob") and method in PUSH_METHODS)
+        if not push and method not in READ_METHODS:
+            raise web.HTTPMethodNotAllowed(method, sorted(READ_METHODS))
+        parse_repository(name)
+        registry = request[REGISTRY]
+        ns = request.query.get("ns")
+        rules = await self.directory.rules(registry)
+        if ns is not None:
+            parse_login_server(ns, target="ns")
+            resolution = rules.resolve_mirror(ns, name)
+        else:
+            resolution = rules.resolve(name)
+        if push:
+            self.refuse_push(registry, name, ns, resolution)
+        if resolution is None:
+            covered = f"'{ns}/{name}' (mirror mode)" if ns is not None else f"'{name}'"
+            raise e.RepositoryUnknown(
+                f"No cache rule of registry '{registry.name}' covers the repository {covered}: "
+                "nothing can be pulled there. Create a cache rule whose "
+                f"{'sourceRepository' if ns is not None else 'targetRepository'} covers it."
+            )
+        repository = self.engine.repository(resolution)
+        if kind == "manifest":
+            return await self.manifest(request, repository, arg)
+        if kind == "blob":
+            return await self.blob(request, repository, arg)
+        if kind == "tags":
+            return await self.tags(request, repository)
+        return await self.referrers(request, repository, arg)
 
-def build_oci_app(addressing: RegistryAddressing, lookup: RegistryLookup) -> web.Application:
+    @staticmethod
+    def refuse_push(
+        registry: RegistryHead, name: str, ns: str | None, resolution: Resolution | None
+    ) -> None:
+        """:raises RepositoryReadOnly: ``DENIED`` for a rule's repository.
+        :raises PushUnsupported: ``UNSUPPORTED`` for any other."""
+        if resolution is not None:
+            raise e.RepositoryReadOnly(
+                f"The repository '{resolution.repository}' of registry '{registry.name}' is "
+                f"read-only: cache rule '{resolution.rule.name}' fills it from "
+                f"{resolution.upstream.login_server}/{resolution.upstream.repository}; push "
+                "there instead."
+            )
+        shown = f"{ns}/{name}" if ns is not None else name
+        raise e.PushUnsupported(
+            f"Registry '{registry.name}' does not accept pushes (to '{shown}' or anywhere): "
+            "it is a pull-through cache."
+        )
+
+    async def manifest(
+        self, request: web.Request, repository: Repository, reference: str
+    ) -> web.Response:
+        parsed = parse_reference(reference)
+        content = await repository.manifests.get(parsed, _accepted(request))
+        digest = str(content.digest)
+        return web.Response(
+            body=content.data,
+            headers={
+                "Content-Type": content.media_type,
+                "Docker-Content-Digest": digest,
+                "ETag": f'"{digest}"',
+                CACHE_HEADER: content.origin.value,
+            },
+        )
+
+    async def blob(
+        self, request: web.Request, repository: Repository, digest_text: str
+    ) -> web.StreamResponse:
+        digest = Digest.parse(digest_text)
+        if request.method == "HEAD":
+            found = await repository.blobs.stat(digest)
+            headers = {
+                "Content-Length": str(found.size),
+                "Content-Type": found.media_type or "application/octet-stream",
+                "Docker-Content-Digest": str(found.digest),
+                "ETag": f'"{found.digest}"',
+                CACHE_HEADER: found.origin.value,
+            }
+            return web.Response(headers=headers)
+        reader = await repository.blobs.open(digest)
+        try:
+            found = reader.descriptor
+            response = web.StreamResponse(
+                headers={
+                    "Content-Type": found.media_type or "application/octet-stream",
+                    "Docker-Content-Digest": str(found.digest),
+                    "ETag": f'"{found.digest}"',
+                    CACHE_HEADER: found.origin.value,
+                    API_VERSION_HEADER: API_VERSION,
+                }
+            )
+            response.content_length = found.size
+            await response.prepare(request)
+            try:
+                async for chunk in reader.chunks():
+                    await response.write(chunk)
+            except Exception:  # the headers are sent: all that is left is to hang up
+                log.exception("serving blob %s of %s failed", digest, repository.resolution)
+                if request.transport is not None:
+                    request.transport.close()
+                return response
+            await response.write_eof()
+            return response
+        finally:
+            await reader.close()
+
+    async def tags(self, request: web.Request, repository: Repository) -> web.Response:
+        text = request.query.get("n")
+        limit = MAX_PAGE
+        if text is not None:
+            if not text.isascii() or not text.isdigit():
+                raise e.PaginationNumberInvalid(
+                    f"The page size n={text[:40]!r} is not a non-negative integer.", target="n"
+                )
+            limit = min(int(text[:8]) if len(text) <= 8 else MAX_PAGE, MAX_PAGE)
+        after = request.query.get("last", "")
+        tags = await repository.tags.list(after, limit) if limit else []
+        name = request.match_info["path"][: -len("/tags/list")]
+        headers: dict[str, str] = {}
+        if limit and len(tags) == limit:
+            query = {"n": str(limit), "last": tags[-1]}
+            if "ns" in request.query:
+                query["ns"] = request.query["ns"]
+            headers["Link"] = f'<{MOUNT}/{name}/tags/list?{urlencode(query)}>; rel="next"'
+        return json_response(200, {"name": name, "tags": tags}, headers)
+
+    async def referrers(
+        self, request: web.Request, repository: Repository, digest_text: str
+    ) -> web.Response:
+        subject = Digest.parse(digest_text)
+        content = await repository.referrers.index(subject, request.query.get("artifactType"))
+        headers = {"Content-Type": content.media_type, CACHE_HEADER: content.origin.value}
+        if "artifactType" in request.query:
+            headers["OCI-Filters-Applied"] = "artifactType"
+        return web.Response(body=content.data, headers=headers)
+
+
+def build_oci_app(face: RegistryFace) -> web.Application:
     """The registry face, to be mounted at :data:`MOUNT`."""
-    face = RegistryFace(addressing, lookup)
     app = web.Application(middlewares=[face.middleware])
     app.router.add_get("/", face.version_check)
     app.router.add_get("", face.version_check)  # /v2 (no trailing slash) answers the same
+    app.router.add_route("*", "/{path:.+}", face.dispatch)
     return app

@@ -1,0 +1,44 @@
+"""The pull-through cache behind the registry face.
+
+* :mod:`entrepot.proxy.resolution`: which cache rule serves a pulled repository (by target, or
+  by source in mirror mode) and the upstream it maps to; pure code.
+* :mod:`entrepot.proxy.directory`: the registries and their rules in memory, bounded and
+  revalidated across processes, so a warm pull reads no rule from the database.
+* :mod:`entrepot.proxy.engine`: the protocol the face asks of the engine (a ``Repository`` with
+  manifest, blob, tag and referrer services) and the stand-in used until the engine exists.
+"""
+
+from entrepot.proxy.directory import RegistryDirectory, RegistrySource
+from entrepot.proxy.engine import (
+    CACHE_HEADER,
+    BlobDescriptor,
+    BlobReader,
+    Engine,
+    ManifestContent,
+    NotCachedEngine,
+    Origin,
+    Repository,
+)
+from entrepot.proxy.resolution import (
+    CacheRuleRef,
+    RegistryRules,
+    Resolution,
+    canonical_login_server,
+)
+
+__all__ = [
+    "CACHE_HEADER",
+    "BlobDescriptor",
+    "BlobReader",
+    "CacheRuleRef",
+    "Engine",
+    "ManifestContent",
+    "NotCachedEngine",
+    "Origin",
+    "RegistryDirectory",
+    "RegistryRules",
+    "RegistrySource",
+    "Repository",
+    "Resolution",
+    "canonical_login_server",
+]

@@ -592,3 +592,23 @@ def test_listen_off_loopback(tmp_path: Path) -> None:
         "ENTREPOT_SERVER_TLS_KEY": "/k.pem",
     }
     assert load_config(env=tls).server.base_url == "https://127.0.0.1:5000"
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("postgresql://u:a?b@h/db", "postgresql://u:***@h/db"),
+        ("postgresql://u:S3cr?t/x@127.0.0.1:1/db", "postgresql://u:***@127.0.0.1:1/db"),
+        ("postgres://u:S3cr?t#x@127.0.0.1/db", "postgres://u:***@127.0.0.1/db"),
+        ("postgresql://u:p@ss@h:5432/db", "postgresql://u:***@h:5432/db"),
+        ("postgresql://u:pw@[::1]:5432/db", "postgresql://u:***@[::1]:5432/db"),
+        (
+            "postgresql://u@h:5432/db?password=S3cr@tQ&sslmode=disable",
+            "postgresql://u@h:5432/db?password=***&sslmode=disable",
+        ),
+    ],
+)
+def test_mask_url_hides_passwords_with_raw_delimiters(url: str, masked: str) -> None:
+    """A password as people type it (raw ``?``, ``#``, ``/``, ``@``) is found whole; an ``@`` in a
+    query value is not taken for the end of the user info."""
+    assert mask_url(url) == masked

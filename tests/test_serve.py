@@ -423,6 +423,14 @@ def test_forwarded_headers_count_only_from_trusted_proxies(
             server.url,
         ),
         ({"Host": "evil.example:8443"}, server.url),
+        (  # both kinds: the proxy wrote one and passed the client's other through; trust none
+            {
+                "Forwarded": "host=evil.example;proto=https",
+                "X-Forwarded-Host": "cache.example.org",
+                "X-Forwarded-Proto": "https",
+            },
+            server.url,
+        ),
     ]
     for i, (headers, base) in enumerate(cases):
         status_url, location, next_link = lro_urls(server, f"fwd-rule-{i}", headers)

@@ -356,18 +356,21 @@ def database_url(url: str, data_dir: Path) -> str:
 _SECRET_QUERY_KEYS = frozenset({"password", "passwd", "pwd", "pass", "sslpassword", "secret"})
 
 
+_HOST_AFTER_AT = re.compile(r"[A-Za-z0-9._~%\-]*(?:\[[0-9A-Fa-f:.]*\])?(?::[0-9]*)?(?=$|[/?#])")
+
+
 def _split_userinfo(rest: str) -> tuple[str, str, str] | None:
     """``(user, password, after)`` of ``rest`` (a URL after ``scheme://``) when it holds a
-    password: the user info runs to the *last* ``@`` before the query, so a password with a
-    raw ``/`` or ``@`` is found whole. ``after`` starts at that ``@``."""
-    head = rest.split("?", 1)[0]
-    at = head.rfind("@")
-    if at < 0:
-        return None
-    user, colon, password = head[:at].partition(":")
-    if not colon:
-        return None
-    return user, password, rest[at:]
+    password. The user info ends at the rightmost ``@`` that is followed by a host (and then
+    the end, ``/``, ``?`` or ``#``) and preceded by ``user:`` with a plain user name, so a
+    password with a raw ``/``, ``@``, ``?`` or ``#`` is found whole, and an ``@`` inside a query
+    value is not taken for one. ``after`` starts at that ``@``."""
+    at = len(rest)
+    while (at := rest.rfind("@", 0, at)) >= 0:
+        user, colon, password = rest[:at].partition(":")
+        if _HOST_AFTER_AT.match(rest, at + 1) and not any(c in user for c in "/?#@"):
+            return (user, password, rest[at:]) if colon else None
+    return None
 
 
 def _quote_userinfo(rest: str) -> str:

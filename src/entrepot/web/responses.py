@@ -115,8 +115,16 @@ class BaseUrl:
 
 def _forwarded(request: web.BaseRequest) -> tuple[str | None, str | None]:
     """``(proto, host)`` the proxy forwarded: ``Forwarded``'s last element, else the last
-    values of ``X-Forwarded-Proto`` and ``X-Forwarded-Host`` (the last header of each)."""
+    values of ``X-Forwarded-Proto`` and ``X-Forwarded-Host`` (the last header of each).
+
+    A request carrying both kinds is trusted for neither (``(None, None)``): a proxy sets one
+    kind and may pass the other through from its client unchanged, so which one the proxy wrote
+    cannot be told.
+    """
     forwarded = request.headers.getall("Forwarded", [])
+    x_forwarded = "X-Forwarded-Host" in request.headers or "X-Forwarded-Proto" in request.headers
+    if forwarded and x_forwarded:
+        return None, None
     if forwarded:
         last = forwarded[-1].rsplit(",", 1)[-1]
         pairs = {m.group(1).lower(): m.group(2).strip('"') for m in _FORWARDED_PAIR.finditer(last)}

@@ -530,7 +530,9 @@ async def _insert_set_with_invalid_login_server(config_path: Path, name: str) ->
                             "name": "Credential1",
                             "usernameSecretIdentifier": kv("refresh", "user"),
                             "passwordSecretIdentifier": kv("refresh", "pass"),
-                        }
+                        },
+                        # damaged: no name, so no health can be recorded on it
+                        {"usernameSecretIdentifier": kv("refresh", "user")},
                     ],
                     actor="an older version",
                     now=utcnow(),
@@ -545,9 +547,10 @@ async def _insert_set_with_invalid_login_server(config_path: Path, name: str) ->
 def test_one_broken_set_never_stops_validate_nor_the_refresh(
     server_factory: ServerFactory, registry_factory: RegistryFactory
 ) -> None:
-    """A stored login server that is invalid (``quay.io:99999``) is that set's Unhealthy health:
-    ``validate`` answers 200, and the timer goes on to the sets after it, so a set whose secret
-    was deleted turns Unhealthy without any validate call."""
+    """A stored login server that is invalid (``quay.io:99999``), and a stored credential without
+    a name, are that set's Unhealthy health: ``validate`` answers 200, and the timer goes on to
+    the sets after it, so a set whose secret was deleted turns Unhealthy without any validate
+    call."""
     reg = basic(registry_factory)
     server = server_factory(
         upstreams(reg.login_server), env={"ENTREPOT_HEALTH_INTERVAL_SECONDS": "1"}
@@ -571,10 +574,13 @@ def test_one_broken_set_never_stops_validate_nor_the_refresh(
 
         # validate on the broken set: 200 and an Unhealthy result, not a 500.
         body = api.validate("broken-first")
-        result = health_of_json(body)
+        named, nameless = body["properties"]["authCredentials"]
+        result = named["credentialHealth"]
         assert (result["status"], result["errorCode"]) == (UNHEALTHY, "UpstreamError"), result
         assert "quay.io:99999" in result["errorMessage"]
-        assert health(get(client, "broken-first"))[:2] == (UNHEALTHY, "UpstreamError")
+        assert "credentialHealth" not in nameless and "name" not in nameless
+        stored = get(client, "broken-first").auth_credentials[0].credential_health
+        assert (_text(stored.status), stored.error_code) == (UNHEALTHY, "UpstreamError")
 
         # The set after the broken one is still re-measured by the timer.
         api.call("DELETE", "/entrepot/vaults/refresh/secrets/pass", 204)
@@ -583,7 +589,8 @@ def test_one_broken_set_never_stops_validate_nor_the_refresh(
             15,
             "SecretNotFound after the secret was deleted, the broken set coming first",
         )
-        assert health(get(client, "broken-first"))[:2] == (UNHEALTHY, "UpstreamError")
+        stored = get(client, "broken-first").auth_credentials[0].credential_health
+        assert (_text(stored.status), stored.error_code) == (UNHEALTHY, "UpstreamError")
     assert "Traceback" not in server.log()
 
 

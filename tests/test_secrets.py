@@ -892,3 +892,28 @@ async def test_file_symlinks_are_resolved_before_the_root_check(tmp_path: Path) 
     assert (await resolver.resolve((root / "with space").as_uri(), PRINCIPAL)).reveal() == (
         "spaced"
     )
+
+
+async def test_the_servers_own_files_are_never_secrets(tmp_path: Path) -> None:
+    """Even with a root that covers them: /proc/self/environ holds the server's ENTREPOT_*
+    variables, and the data dir its database, master key and admin token."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "admin-token").write_text(VALUE)
+    (tmp_path / "ok.txt").write_text("ok-value")
+    os.symlink(data_dir / "admin-token", tmp_path / "innocent-link")
+    resolver = FileResolver(["/", str(tmp_path)], private=[data_dir])
+    for identifier in (
+        "file:///proc/self/environ",
+        "file:///proc/1/environ",
+        "file:///sys/kernel/hostname",
+        (data_dir / "admin-token").as_uri(),
+        (tmp_path / "innocent-link").as_uri(),  # judged by where it leads
+    ):
+        with pytest.raises(e.SecretAccessDenied) as info:
+            await resolver.resolve(identifier, PRINCIPAL)
+        _no_value(info.value, VALUE)
+        assert "never readable" in info.value.message
+    assert (await resolver.resolve((tmp_path / "ok.txt").as_uri(), PRINCIPAL)).reveal() == (
+        "ok-value"
+    )

@@ -93,7 +93,7 @@ def build_app(config: Config) -> web.Application:
     directory = RegistryDirectory(resources, config.registry.rules_refresh_seconds)
     resources.subscribe(directory.invalidate)
     vault = BuiltinVault(SqlVaultStore(database))
-    resolvers = build_resolvers(config.secrets, vault)
+    resolvers = build_resolvers(config.secrets, vault, private_dirs=(config.data_dir,))
     addressing = RegistryAddressing(config.server)
     guard = AddressGuard.from_config(config.policy, config.upstreams)
     transport = AiohttpTransport(guard=guard)  # opens its session inside the running loop

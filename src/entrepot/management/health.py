@@ -66,19 +66,31 @@ class CredentialHealth:
             raise e.InvalidSecretIdentifier(f"'{target}': {exc.message}", target=target) from None
 
     async def measure(self, row: CredentialSetRecord) -> Health | None:
-        """The health of each credential of ``row``, by credential name (``None``: no probe)."""
+        """The health of each credential of ``row``, by credential name (``None``: no probe).
+
+        Stored items that are not credentials (data damaged outside entrepot) are skipped with a
+        warning: they have no name to record a health on, and they never fail the others.
+        """
         if self.probe is None:
             return None
         probe = self.probe
-        results = await asyncio.gather(
-            *(
-                probe.measure(row.login_server, item, row.principal_id)
-                for item in row.auth_credentials
+        items = [
+            item
+            for item in row.auth_credentials
+            if isinstance(item, dict) and isinstance(item.get("name"), str)
+        ]
+        if len(items) < len(row.auth_credentials):
+            log.warning(
+                "credential set %s holds %d malformed credential(s); recreate its credentials",
+                row.name,
+                len(row.auth_credentials) - len(items),
             )
+        results = await asyncio.gather(
+            *(probe.measure(row.login_server, item, row.principal_id) for item in items)
         )
         return {
             item["name"]: dict(result) | {"_identifiers": identifiers(item)}
-            for item, result in zip(row.auth_credentials, results, strict=True)
+            for item, result in zip(items, results, strict=True)
         }
 
     async def measure_id(self, row_id: int) -> Health | None:

@@ -152,9 +152,11 @@ def with_health(
     A credential whose identifiers changed while its health was measured keeps no health: the
     measurement was of the old identifiers.
     """
-    items = [dict(item) for item in stored]
+    items = [dict(item) if isinstance(item, dict) else item for item in stored]
     for item in items:
-        result = health.get(item["name"])
+        if not isinstance(item, dict):  # damaged data: left as it is (see CredentialHealth)
+            continue
+        result = health.get(item.get("name"))  # type: ignore[arg-type]
         if result is not None and result.get("_identifiers") == identifiers(item):
             item["credentialHealth"] = {k: v for k, v in result.items() if k != "_identifiers"}
     return items

@@ -14,7 +14,8 @@ as :class:`Secret`, whose ``repr`` is ``Secret('***')``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 from entrepot.config import SecretsConfig
 from entrepot.errors import ConfigError
@@ -56,12 +57,15 @@ def build_resolvers(
     config: SecretsConfig,
     vault: BuiltinVault,
     environ: Mapping[str, str] | None = None,
+    *,
+    private_dirs: Iterable[str | Path] = (),
 ) -> Resolvers:
     """The resolver chain for ``config``: the built-in vault, then env and file if enabled.
 
     :param config: the ``[secrets]`` section.
     :param vault: the built-in vault (unlocked later, at start-up, by ``vault.unlock``).
     :param environ: the environment the env resolver reads (default ``os.environ``).
+    :param private_dirs: directories the file resolver never reads (the data dir).
     :raises ConfigError: when a resolver is enabled without what it needs (``env_allow``
         patterns, absolute ``file_roots``).
     """
@@ -82,7 +86,7 @@ def build_resolvers(
                 "secrets.file_roots: list the directories file: identifiers may read from "
                 "when secrets.file_enabled is true"
             )
-        chain.append(FileResolver(config.file_roots))
+        chain.append(FileResolver(config.file_roots, private_dirs))
     else:
         disabled.append("file: (secrets.file_enabled)")
     hint = (

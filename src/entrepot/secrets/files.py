@@ -30,18 +30,24 @@ class FileResolver:
     """Resolve ``file:///PATH`` for files under ``roots``.
 
     :param roots: absolute directories; resolved to their real paths once, here.
+    :param private: directories never readable whatever the roots say (the server's data dir:
+        its database, master key and admin token). ``/proc``, ``/sys`` and ``/dev`` are always
+        private too: ``/proc/self/environ`` would hand out the server's own ``ENTREPOT_*``
+        variables.
     :raises ConfigError: when a root is not an absolute path.
     """
 
     description = "the file resolver"
+    ALWAYS_PRIVATE = ("/proc", "/sys", "/dev")
 
-    def __init__(self, roots: Iterable[str | Path]) -> None:
+    def __init__(self, roots: Iterable[str | Path], private: Iterable[str | Path] = ()) -> None:
         resolved = []
         for root in roots:
             if not Path(root).is_absolute():
                 raise ConfigError(f"secrets.file_roots: {str(root)!r} is not an absolute path")
             resolved.append(Path(os.path.realpath(root)))
         self.roots = tuple(resolved)
+        self.private = tuple(Path(os.path.realpath(p)) for p in (*self.ALWAYS_PRIVATE, *private))
 
     def handles(self, identifier: str) -> bool:
         return scheme_of(identifier) == "file"
@@ -79,6 +85,11 @@ class FileResolver:
         :raises SecretAccessDenied: when it does not.
         """
         real = Path(os.path.realpath(self.path(identifier)))
+        if any(real == p or real.is_relative_to(p) for p in self.private):
+            raise e.SecretAccessDenied(
+                f"Access to the secret {identifier!r} is denied: the server's own files (its data "
+                "dir, /proc, /sys, /dev) are never readable as secrets."
+            )
         if not any(real == root or real.is_relative_to(root) for root in self.roots):
             raise e.SecretAccessDenied(
                 f"Access to the secret {identifier!r} is denied: the file is not under any "

@@ -233,9 +233,10 @@ class Database:
                 asyncpg.PostgresConnectionError,
                 asyncpg.exceptions.OperatorInterventionError,
                 asyncpg.InterfaceError,
+                asyncpg.exceptions.InternalClientError,
                 OSError,
             )
-            for attempt in (1, 2):  # a connection the server dropped fails once, then is new
+            for attempt in (1, 2):
                 try:
                     async with self._pg_pool.acquire() as conn:
                         args = query.args(params)
@@ -244,6 +245,9 @@ class Database:
                             return [] if record is None else [dict(record)]
                         return [dict(r) for r in await conn.fetch(query.postgres, *args)]
                 except dropped:
+                    # The server dropped connections (restart, failover, termination): every
+                    # pooled one is suspect. Replace them all, then try once more.
+                    await self._pg_pool.expire_connections()
                     if attempt == 2:
                         raise
         async with self.read() as conn:

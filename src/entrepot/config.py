@@ -36,6 +36,10 @@ Example file::
     [health]
     interval_seconds = 600
 
+    [storage]
+    driver = "filesystem"                   # or "memory" (content lost at exit: tests)
+    root = "/srv/entrepot-content"          # default: <data_dir>/content
+
     [upstreams."docker.io"]
     url = "http://127.0.0.1:5001"
 
@@ -208,6 +212,24 @@ class HealthConfig:
     timeout_seconds: float = 15.0
 
 
+STORAGE_DRIVERS = ("filesystem", "memory")
+"""The content-store drivers ``[storage] driver`` may name (:mod:`entrepot.storage`)."""
+
+CONTENT_DIR = "content"
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """``[storage]``: where content (blobs and manifests, by digest) is kept.
+
+    ``driver`` is one of :data:`STORAGE_DRIVERS`; ``root`` is the filesystem driver's directory
+    (empty: ``<data_dir>/content``; a relative path is relative to the working directory).
+    """
+
+    driver: str = "filesystem"
+    root: str = ""
+
+
 @dataclass(frozen=True)
 class UpstreamEndpoint:
     """``[upstreams."<login server>"]``: where that login server's ``/v2/`` API really is.
@@ -239,6 +261,7 @@ class Config:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     secrets: SecretsConfig = field(default_factory=SecretsConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
     upstreams: Mapping[str, UpstreamEndpoint] = field(default_factory=dict)
     registries: tuple[RegistrySeed, ...] = ()
 
@@ -255,6 +278,11 @@ class Config:
     def token_file(self) -> Path:
         return self.data_dir / TOKEN_FILE
 
+    @property
+    def storage_root(self) -> Path:
+        """The content store's directory: ``[storage] root``, else ``<data_dir>/content``."""
+        return Path(self.storage.root) if self.storage.root else self.data_dir / CONTENT_DIR
+
     def sanitized(self) -> dict[str, Any]:
         """The configuration as plain data, safe for logs (passwords in URLs masked)."""
         return {
@@ -270,6 +298,7 @@ class Config:
                 k: list(v) if isinstance(v, tuple) else v for k, v in vars(self.secrets).items()
             },
             "health": vars(self.health),
+            "storage": vars(self.storage),
             "upstreams": {k: mask_url(v.url) for k, v in self.upstreams.items()},
             "registries": [vars(r) for r in self.registries],
         }
@@ -282,6 +311,7 @@ _SECTIONS: dict[str, type] = {
     "policy": PolicyConfig,
     "secrets": SecretsConfig,
     "health": HealthConfig,
+    "storage": StorageConfig,
 }
 
 
@@ -683,6 +713,12 @@ def _validate(config: Config, problems: _Problems) -> None:
     for ok, message in checks:
         if not ok:
             problems.add(message)
+    if config.storage.driver not in STORAGE_DRIVERS:
+        problems.add(
+            f"storage.driver: one of {', '.join(STORAGE_DRIVERS)}, got {config.storage.driver!r}"
+        )
+    if "\0" in config.storage.root:
+        problems.add("storage.root: a directory path, got one with a NUL character")
     for pattern in config.policy.allowed_login_servers:
         if not _is_login_server_pattern(pattern):
             problems.add(

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from entrepot.config import STORAGE_DRIVERS, StorageConfig
 from entrepot.storage import (
@@ -32,6 +34,7 @@ from entrepot.storage import (
     StorageError,
     UnsupportedOperation,
     Writer,
+    check_path,
     open_storage,
     register,
     registered,
@@ -537,3 +540,19 @@ async def test_the_empty_path_is_the_root_for_listing_only(storage: Storage) -> 
             await call()
     assert await storage.list("") == []
     assert [i async for i in storage.walk("")] == []
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.sampled_from("ab._-/\\\0 é"), max_size=12) | st.text(max_size=12))
+def test_an_accepted_path_never_leaves_the_root(path: str) -> None:
+    """Whatever ``check_path`` accepts names a place strictly below the root, unchanged by
+    normalisation (no ``..``, ``.``, ``//``, absolute or NUL ever slips through)."""
+    try:
+        check_path(path)
+    except InvalidPath:
+        return
+    root = "/root-of-the-store"
+    joined = f"{root}/{path}"
+    assert os.path.normpath(joined) == joined
+    assert joined.startswith(root + "/") and "\0" not in path and path.isascii()
+    assert not path.split("/")[0].startswith("_")

@@ -216,6 +216,7 @@ STORAGE_DRIVERS = ("filesystem", "memory")
 """The content-store drivers ``[storage] driver`` may name (:mod:`entrepot.storage`)."""
 
 CONTENT_DIR = "content"
+"""The content store's directory under the data dir when ``[storage] root`` is empty."""
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TypeVar
 
-from entrepot.config import StorageConfig
+from entrepot.config import CONTENT_DIR, StorageConfig
 from entrepot.storage.driver import (
     CHUNK_SIZE,
     FileInfo,
@@ -69,7 +69,7 @@ _T = TypeVar("_T")
 async def create(config: StorageConfig, data_dir: Path) -> FilesystemDriver:
     """The factory registered as ``filesystem``: root ``config.root`` or
     ``<data_dir>/content``; creates it and cleans the ingest area."""
-    root = Path(config.root) if config.root else data_dir / "content"
+    root = Path(config.root) if config.root else data_dir / CONTENT_DIR
     driver = FilesystemDriver(root)
     await driver.open()
     return driver
@@ -413,7 +413,8 @@ class FilesystemWriter(Writer):
     async def _cancel(self) -> None:
         await self._io.settle()
         self._buffer.clear()
-        self._finalizer()  # closes fd, removes the ingest file (once: a no-op when detached)
+        if self._finalizer.alive:  # closes fd, removes the ingest file (unlinking takes a while)
+            await asyncio.to_thread(self._finalizer)
 
 
 class _ThreadIO:
@@ -425,6 +426,7 @@ class _ThreadIO:
         self._pending: asyncio.Future[object] | None = None
 
     async def run(self, fn: Callable[..., _T], *args: object) -> _T:
+        await self.settle()  # a call a cancelled caller left running finishes first
         future = asyncio.ensure_future(asyncio.to_thread(fn, *args))
         self._pending = future  # type: ignore[assignment]
         return await asyncio.shield(future)

@@ -328,17 +328,22 @@ CHILD_FILLER = textwrap.dedent(
         await driver.open()
         store = ContentStore(Storage(driver))
         rng = random.Random(int(sys.argv[2]))
-        print("ready", flush=True)
+        blobs = [os.urandom(rng.randint(1, 3 * 1024 * 1024)) for _ in range(8)]
+        digests = [Digest.of(data) for data in blobs]
+        payloads = [os.urandom(rng.randint(1, 4 * 1024 * 1024)) for _ in range(4)]
+        bodies = [hashlib.sha256(p).digest() + p for p in payloads]
         i = 0
-        while True:
-            data = os.urandom(rng.randint(1, 3 * 1024 * 1024))
-            async with store.ingest(Digest.of(data), len(data)) as ingest:
+        while True:  # an ingest file exists nearly all the time
+            data, digest = blobs[i % 8], digests[i % 8]
+            async with store.ingest(digest, len(data)) as ingest:
                 for offset in range(0, len(data), 256 * 1024):
                     await ingest.write(data[offset : offset + 256 * 1024])
                 await ingest.commit()
-            payload = os.urandom(rng.randint(1, 200_000))
-            body = hashlib.sha256(payload).digest() + payload
-            await store.storage.put_content(f"small/{i % 5}", body)
+            if rng.random() < 0.5:
+                await store.delete(digest)  # so that the next ingest of it is published again
+            await store.storage.put_content(f"small/{i % 5}", bodies[i % 4])
+            if i == 0:
+                print("ready", flush=True)  # something is committed
             i += 1
 
     asyncio.run(main())
@@ -389,15 +394,18 @@ def kill(child: subprocess.Popen[str]) -> None:
 
 
 def assert_consistent(root: Path) -> int:
-    """Every final file is whole: blobs hash to their names, small files carry their hash."""
+    """Every final file is whole: blobs hash to their names, other files carry their hash.
+    Files deleted while this runs are skipped; return how many were checked."""
     count = 0
-    for path in (root / "blobs").rglob("*") if (root / "blobs").exists() else ():
-        if path.is_file():
-            assert hashlib.sha256(path.read_bytes()).hexdigest() == path.name, path.name
-            count += 1
-    for path in (root / "small").glob("*") if (root / "small").exists() else ():
-        body = path.read_bytes()
-        assert hashlib.sha256(body[32:]).digest() == body[:32], f"partial {path.name}"
+    for path in [*root.glob("blobs/*/*/*"), *root.glob("small/*")]:
+        try:
+            body = path.read_bytes()
+        except FileNotFoundError:
+            continue
+        if path.parent.name == "small":
+            assert hashlib.sha256(body[32:]).digest() == body[:32], f"partial {path.name}"
+        else:
+            assert hashlib.sha256(body).hexdigest() == path.name, f"partial {path.name}"
         count += 1
     return count
 
@@ -407,10 +415,14 @@ async def test_a_process_killed_mid_write_leaves_no_partial_file(tmp_path: Path)
     root = tmp_path / "content"
     rng = random.Random(8)
     leftovers_seen = 0
-    for round_ in range(4):
+    for round_ in range(6):
         child = start_child(CHILD_FILLER, str(root), str(round_))
-        await asyncio.sleep(rng.uniform(0.4, 1.2))
-        kill(child)
+        try:
+            end = time.monotonic() + rng.uniform(0.05, 0.6)
+            while time.monotonic() < end:  # readers never see a partial file either
+                await asyncio.to_thread(assert_consistent, root)
+        finally:
+            kill(child)
         assert assert_consistent(root) > 0
         leftovers_seen += len(ingest_files(root))
         reopened = FilesystemDriver(root)

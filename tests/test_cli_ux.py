@@ -736,7 +736,7 @@ def test_config_errors_are_reported_at_once(tmp_path: Path) -> None:
     ]
     assert problems[0] == (
         "[nope]: unknown config section (known: arm, database, health, policy, registries, "
-        "registry, secrets, server, upstreams)"
+        "registry, secrets, server, storage, upstreams)"
     )
     assert str(info.value).startswith("6 configuration errors:\n  [nope]: unknown")
     assert isinstance(info.value, ConfigError)

@@ -39,6 +39,9 @@ Example file::
     [registry]
     anonymous_pull = false                  # default: true only while listening on loopback
     rules_refresh_seconds = 1
+    [storage]
+    driver = "filesystem"                   # or "memory" (content lost at exit: tests)
+    root = "/srv/entrepot-content"          # default: <data_dir>/content
 
     [upstreams."docker.io"]
     url = "http://127.0.0.1:5001"
@@ -212,6 +215,25 @@ class HealthConfig:
     timeout_seconds: float = 15.0
 
 
+STORAGE_DRIVERS = ("filesystem", "memory")
+"""The content-store drivers ``[storage] driver`` may name (:mod:`entrepot.storage`)."""
+
+CONTENT_DIR = "content"
+"""The content store's directory under the data dir when ``[storage] root`` is empty."""
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """``[storage]``: where content (blobs and manifests, by digest) is kept.
+
+    ``driver`` is one of :data:`STORAGE_DRIVERS`; ``root`` is the filesystem driver's directory
+    (empty: ``<data_dir>/content``; a relative path is relative to the working directory).
+    """
+
+    driver: str = "filesystem"
+    root: str = ""
+
+
 @dataclass(frozen=True)
 class RegistryConfig:
     """``[registry]``: the registry face (``/v2/``).
@@ -260,6 +282,7 @@ class Config:
     secrets: SecretsConfig = field(default_factory=SecretsConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
     upstreams: Mapping[str, UpstreamEndpoint] = field(default_factory=dict)
     registries: tuple[RegistrySeed, ...] = ()
 
@@ -283,6 +306,11 @@ class Config:
             return self.server.listens_on_loopback
         return self.registry.anonymous_pull
 
+    @property
+    def storage_root(self) -> Path:
+        """The content store's directory: ``[storage] root``, else ``<data_dir>/content``."""
+        return Path(self.storage.root) if self.storage.root else self.data_dir / CONTENT_DIR
+
     def sanitized(self) -> dict[str, Any]:
         """The configuration as plain data, safe for logs (passwords in URLs masked)."""
         return {
@@ -299,6 +327,7 @@ class Config:
             },
             "health": vars(self.health),
             "registry": vars(self.registry),
+            "storage": vars(self.storage),
             "upstreams": {k: mask_url(v.url) for k, v in self.upstreams.items()},
             "registries": [vars(r) for r in self.registries],
         }
@@ -312,6 +341,7 @@ _SECTIONS: dict[str, type] = {
     "secrets": SecretsConfig,
     "health": HealthConfig,
     "registry": RegistryConfig,
+    "storage": StorageConfig,
 }
 
 
@@ -723,6 +753,12 @@ def _validate(config: Config, problems: _Problems) -> None:
     for ok, message in checks:
         if not ok:
             problems.add(message)
+    if config.storage.driver not in STORAGE_DRIVERS:
+        problems.add(
+            f"storage.driver: one of {', '.join(STORAGE_DRIVERS)}, got {config.storage.driver!r}"
+        )
+    if "\0" in config.storage.root:
+        problems.add("storage.root: a directory path, got one with a NUL character")
     for pattern in config.policy.allowed_login_servers:
         if not _is_login_server_pattern(pattern):
             problems.add(

@@ -29,7 +29,10 @@ Exception tree::
     ├── PayloadTooLarge (413), RequestTimeout (408)
     ├── InternalError (500)
     ├── OCI vocabulary (400, raised by ``oci.py``): NameInvalid, TagInvalid, DigestInvalid,
-    │                               ManifestInvalid; InvalidLoginServer (an InvalidPropertyValue)
+    │                               ManifestInvalid; InvalidLoginServer (an InvalidPropertyValue);
+    │                               SizeInvalid (content of another size than announced)
+    ├── StorageError (500)          ``entrepot.storage``: PathNotFound, InvalidPath,
+    │                               InvalidOffset, UnsupportedOperation (carry the driver name)
     └── Unsupported (415)           a manifest media type we do not serve (Docker schema 1)
         └── UnsupportedContentType  a request body that is not JSON (the ARM face)
 
@@ -337,6 +340,12 @@ class DigestInvalid(BadRequest):
     """A digest is malformed, or uses an algorithm we do not support."""
 
     kind = _kind("InvalidDigest", 400, "DIGEST_INVALID")
+
+
+class SizeInvalid(BadRequest):
+    """Content is not of the size announced for it (a descriptor, ``Content-Length``)."""
+
+    kind = _kind("InvalidSize", 400, "SIZE_INVALID")
 
 
 class ManifestInvalid(BadRequest):

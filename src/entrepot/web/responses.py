@@ -32,6 +32,7 @@ __all__ = [
     "Handler",
     "Middleware",
     "domain_error",
+    "json_object_body",
     "json_response",
     "management_error",
     "management_errors",
@@ -221,3 +222,34 @@ def management_errors(log: logging.Logger) -> Middleware:
         return response
 
     return middleware
+
+
+async def json_object_body(
+    request: web.Request, allowed: tuple[str, ...], *, required: bool = True
+) -> dict[str, Any]:
+    """The request's JSON object body with only the ``allowed`` keys (``{}`` for an empty body
+    unless ``required``). Errors never quote the body: it may hold a secret value.
+
+    :raises InvalidRequestContent: empty (when required), not JSON, or not an object.
+    :raises InvalidPropertyValue: a key outside ``allowed`` (named in ``target``).
+    """
+    raw = await request.read()
+    if not raw.strip():
+        if required:
+            raise e.InvalidRequestContent("The request body is empty; a JSON object is required.")
+        return {}
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise e.InvalidRequestContent("The request body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise e.InvalidRequestContent("The request body must be a JSON object.")
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise e.InvalidPropertyValue(
+            f"Unknown propert{'y' if len(unknown) == 1 else 'ies'} "
+            f"{', '.join(repr(k[:100]) for k in unknown)}; allowed: "
+            f"{', '.join(allowed) or 'none'}.",
+            target=unknown[0][:100],
+        )
+    return body

@@ -29,15 +29,13 @@ read back. Names are 1-63 of ``[A-Za-z0-9._-]``, case-insensitive; ``admin`` is 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
-import orjson
 from aiohttp import web
 
 from entrepot import errors as e
 from entrepot.management.tokens import IssuedToken, TokenService, parse_role, token_view
 from entrepot.web.auth import TokenAuthenticator
-from entrepot.web.responses import json_response, management_errors
+from entrepot.web.responses import json_object_body, json_response, management_errors
 
 __all__ = ["MOUNT", "TOKENS_KEY", "TokenRoutes", "build_tokens_app"]
 
@@ -68,7 +66,7 @@ class TokenRoutes:
 
     async def put_token(self, request: web.Request) -> web.Response:
         actor = await self.authenticator.authenticate(request)
-        body = await _object(request, allowed=("role", "description"), required=True)
+        body = await json_object_body(request, allowed=("role", "description"), required=True)
         if "role" not in body:
             raise e.MissingProperty("'role' is required: 'admin' or 'pull'.", target="role")
         description = body.get("description", "")
@@ -91,34 +89,10 @@ class TokenRoutes:
 
     async def rotate_token(self, request: web.Request) -> web.Response:
         actor = await self.authenticator.authenticate(request)
-        await _object(request, allowed=(), required=False)
+        await json_object_body(request, allowed=(), required=False)
         issued = await self.tokens.rotate(request.match_info["name"], actor)
         log.info("token %r rotated by %r", issued.record.name, actor)
         return _issued(200, issued)
-
-
-async def _object(request: web.Request, allowed: tuple[str, ...], required: bool) -> dict[str, Any]:
-    """The JSON object body (``{}`` for an empty body unless ``required``)."""
-    raw = await request.read()
-    if not raw.strip():
-        if required:
-            raise e.InvalidRequestContent("The request body is empty; a JSON object is required.")
-        return {}
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise e.InvalidRequestContent("The request body is not valid JSON.") from None
-    if not isinstance(body, dict):
-        raise e.InvalidRequestContent("The request body must be a JSON object.")
-    unknown = sorted(set(body) - set(allowed))
-    if unknown:
-        raise e.InvalidPropertyValue(
-            f"Unknown propert{'y' if len(unknown) == 1 else 'ies'} "
-            f"{', '.join(repr(k[:100]) for k in unknown)}; allowed: "
-            f"{', '.join(allowed) or 'none'}.",
-            target=unknown[0][:100],
-        )
-    return body
 
 
 def build_tokens_app(authenticator: TokenAuthenticator, tokens: TokenService) -> web.Application:

@@ -35,13 +35,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from entrepot import errors as e
 from entrepot.secrets.vault import BuiltinVault, check_secret_name, check_vault_name
 from entrepot.web.auth import TokenAuthenticator
-from entrepot.web.responses import json_response, management_errors
+from entrepot.web.responses import json_object_body, json_response, management_errors
 
 __all__ = ["MOUNT", "VAULT_KEY", "VaultRoutes", "build_vault_app"]
 
@@ -66,7 +65,7 @@ class VaultRoutes:
     async def put_vault(self, request: web.Request) -> web.Response:
         await self.authenticator.authenticate(request)
         check_vault_name(request.match_info["vault"])
-        await _optional_object(request, allowed=())
+        await json_object_body(request, allowed=(), required=False)
         info, created = await self.vault.create_vault(request.match_info["vault"])
         return json_response(201 if created else 200, info.to_dict())
 
@@ -91,7 +90,7 @@ class VaultRoutes:
         await self.authenticator.authenticate(request)
         check_vault_name(request.match_info["vault"])
         check_secret_name(request.match_info["name"])
-        body = await _object(request, allowed=("value", "contentType"))
+        body = await json_object_body(request, allowed=("value", "contentType"))
         if "value" not in body:
             raise e.MissingProperty("'value' is required.", target="value")
         value = body["value"]
@@ -136,7 +135,7 @@ class VaultRoutes:
     async def put_grant(self, request: web.Request) -> web.Response:
         await self.authenticator.authenticate(request)
         check_vault_name(request.match_info["vault"])
-        body = await _object(request, allowed=("principalId", "permission"))
+        body = await json_object_body(request, allowed=("principalId", "permission"))
         principal = body.get("principalId")
         if principal is None:
             raise e.MissingProperty("'principalId' is required.", target="principalId")
@@ -160,35 +159,6 @@ class VaultRoutes:
 
 def _list(items: list[dict[str, Any]]) -> web.Response:
     return json_response(200, {"value": items})
-
-
-async def _object(request: web.Request, allowed: tuple[str, ...]) -> dict[str, Any]:
-    """The JSON object body; errors never quote the body (it may hold a secret value)."""
-    raw = await request.read()
-    if not raw.strip():
-        raise e.InvalidRequestContent("The request body is empty; a JSON object is required.")
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise e.InvalidRequestContent("The request body is not valid JSON.") from None
-    if not isinstance(body, dict):
-        raise e.InvalidRequestContent("The request body must be a JSON object.")
-    unknown = sorted(set(body) - set(allowed))
-    if unknown:
-        raise e.InvalidPropertyValue(
-            f"Unknown propert{'y' if len(unknown) == 1 else 'ies'} "
-            f"{', '.join(repr(k[:100]) for k in unknown)}; allowed: "
-            f"{', '.join(allowed) or 'none'}.",
-            target=unknown[0][:100],
-        )
-    return body
-
-
-async def _optional_object(request: web.Request, allowed: tuple[str, ...]) -> dict[str, Any]:
-    """Like :func:`_object`, but an empty body is ``{}``."""
-    if not (await request.read()).strip():
-        return {}
-    return await _object(request, allowed)
 
 
 def build_vault_app(authenticator: TokenAuthenticator, vault: BuiltinVault) -> web.Application:

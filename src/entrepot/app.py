@@ -39,11 +39,19 @@ from entrepot.credential_health import CredentialProbe
 from entrepot.errors import ConfigError, ResourceExists
 from entrepot.management import Actor, Management, RegistryRef
 from entrepot.management.tokens import TokenService
-from entrepot.metadata import Database, SqlLeases, SqlOperationStore, SqlResourceStore
+from entrepot.metadata import (
+    Database,
+    SqlContentIndex,
+    SqlLeases,
+    SqlOperationStore,
+    SqlResourceStore,
+)
 from entrepot.metadata.protocols import StoreUnavailable
 from entrepot.metadata.vault_store import SqlVaultStore
-from entrepot.proxy import NotCachedEngine, RegistryDirectory
+from entrepot.proxy import RegistryDirectory
+from entrepot.proxy.cache import CachingEngine
 from entrepot.secrets import BuiltinVault, build_resolvers
+from entrepot.storage import ContentStore, open_storage
 from entrepot.upstream import AddressGuard, AiohttpTransport, UpstreamClient
 from entrepot.web import arm, oci, status
 from entrepot.web import tokens as tokens_face
@@ -111,6 +119,12 @@ def build_app(config: Config) -> web.Application:
         probe=CredentialProbe(resolvers, upstream, timeout=config.health.timeout_seconds),
         health_interval=config.health.interval_seconds,
     )
+    engine = CachingEngine(
+        SqlContentIndex(database),
+        SqlLeases(database),
+        upstream,
+        tag_ttl=config.cache.tag_ttl_seconds,
+    )
     authenticator = TokenAuthenticator(resources.token)  # a point read per check, no cache
     app = web.Application(
         middlewares=[unclaimed_only(management_errors(log))],
@@ -132,7 +146,7 @@ def build_app(config: Config) -> web.Application:
     registry_face = oci.RegistryFace(
         addressing,
         directory,
-        NotCachedEngine(),  # until the pull-through engine exists (entrepot.proxy.engine)
+        engine,
         authenticator,
         anonymous_pull=config.anonymous_pull,
     )
@@ -146,6 +160,7 @@ def build_app(config: Config) -> web.Application:
         except Exception as exc:
             raise StoreUnavailable(database_problem(config, exc)) from exc
         await vault.unlock(config.data_dir)
+        engine.open(ContentStore(await open_storage(config.storage, config.data_dir)))
         token = await tokens.bootstrap()
         if token is not None:
             print(
@@ -170,6 +185,7 @@ def build_app(config: Config) -> web.Application:
 
     async def on_cleanup(_app: web.Application) -> None:
         await management.stop()
+        await engine.close()
         await transport.close()
         await database.close()
 

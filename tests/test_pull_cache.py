@@ -14,7 +14,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pytest
 import requests
 
 from tests.conftest import InProcessServer
@@ -64,7 +63,6 @@ def sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-@pytest.mark.slow
 def test_a_pull_fills_the_cache_and_the_next_pull_stays_local(
     server_factory: Factory, open_registry: Registry, tmp_path: Path
 ) -> None:
@@ -190,3 +188,72 @@ def test_concurrent_cold_gets_of_a_blob_fetch_it_once(
     assert wait_for_log(open_registry, "GET", path, 1) == 1
     assert {origin for _, _, origin in results} <= {"miss", "hit"}
     assert json.loads(image.manifest)["layers"][0]["digest"] == layer
+
+
+def test_a_rule_with_a_credential_set_pulls_with_its_credentials(
+    server_factory: Factory, basic_registry: Registry
+) -> None:
+    """The set's secrets are read as its principal; an upstream 401 is ``UNAUTHORIZED`` naming
+    the rule, and has the set's health measured again."""
+    from tests.test_credential_health import (
+        UNHEALTHY,
+        Api,
+        assert_healthy,
+        create,
+        get,
+        health,
+        kv,
+        upstreams,
+        validate,
+        wait_for,
+    )
+
+    digest = push_test_image(basic_registry, "lib/private", "v1")
+    push_test_image(basic_registry, "lib/private", "v2")
+    image = basic_registry.images[("lib/private", "v1")]
+    server = server_factory(upstreams(basic_registry.login_server))
+    api = Api(server)
+    api.vault("pullvault")
+    api.secret("pullvault", "user", basic_registry.username)
+    api.secret("pullvault", "pass", basic_registry.password)
+    with server.client() as client:
+        created = create(
+            client, "private-creds", basic_registry.login_server,
+            kv("pullvault", "user"), kv("pullvault", "pass"),
+        )  # fmt: skip
+        api.grant("pullvault", created.identity.principal_id)
+        set_id = f"{server.registry_path}/credentialSets/private-creds"
+        response = requests.put(
+            f"{server.url}{server.registry_path}/cacheRules/private-rule",
+            params={"api-version": "2025-04-01"},
+            json={
+                "properties": {
+                    "sourceRepository": f"{basic_registry.login_server}/lib/*",
+                    "targetRepository": "priv/*",
+                    "credentialSetResourceId": set_id,
+                }
+            },
+            headers=server.headers(),
+            timeout=30,
+        )
+        assert response.status_code in (200, 201), response.text
+        url = f"{server.url}/v2/priv/private/manifests"
+        pulled = requests.get(f"{url}/v1", timeout=30)
+        assert pulled.status_code == 200, pulled.text
+        assert pulled.content == image.manifest and pulled.headers["X-Entrepot-Cache"] == "miss"
+        blob = requests.get(f"{server.url}/v2/priv/private/blobs/{image.layer_digest}", timeout=30)
+        assert blob.content == image.blobs[image.layer_digest]
+        assert_healthy(validate(client, "private-creds"))  # granted after the create
+
+        basic_registry.set_password("rotated-" + basic_registry.password)
+        refused = requests.get(f"{url}/v2", timeout=30)
+        error = assert_oci_error(refused, 401, "UNAUTHORIZED")
+        assert "private-rule" in error["message"]
+        assert basic_registry.password not in refused.text
+        wait_for(
+            lambda: health(get(client, "private-creds"))[0] == UNHEALTHY,
+            10,
+            "the health re-measured after the upstream 401",
+        )
+        cached = requests.get(f"{url}/{digest}", timeout=30)  # cached content needs no upstream
+        assert cached.status_code == 200 and cached.headers["X-Entrepot-Cache"] == "hit"

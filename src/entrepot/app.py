@@ -47,9 +47,11 @@ from entrepot.metadata import (
     SqlResourceStore,
 )
 from entrepot.metadata.protocols import StoreUnavailable
+from entrepot.metadata.records import ResourceKind
 from entrepot.metadata.vault_store import SqlVaultStore
 from entrepot.proxy import RegistryDirectory
 from entrepot.proxy.cache import CachingEngine
+from entrepot.proxy.credentials import RuleCredentials
 from entrepot.secrets import BuiltinVault, build_resolvers
 from entrepot.storage import ContentStore, open_storage
 from entrepot.upstream import AddressGuard, AiohttpTransport, UpstreamClient
@@ -119,11 +121,19 @@ def build_app(config: Config) -> web.Application:
         probe=CredentialProbe(resolvers, upstream, timeout=config.health.timeout_seconds),
         health_interval=config.health.interval_seconds,
     )
+
+    async def remeasure(set_id: int) -> None:  # an upstream 401 with a set's credentials
+        async with resources.read() as tx:
+            row = await tx.by_id(ResourceKind.CREDENTIAL_SET, set_id)
+        if row is not None:
+            await management.health.measure_and_store(row)
+
     engine = CachingEngine(
         SqlContentIndex(database),
         SqlLeases(database),
         upstream,
         tag_ttl=config.cache.tag_ttl_seconds,
+        credentials=RuleCredentials(resources, resolvers, remeasure),
     )
     authenticator = TokenAuthenticator(resources.token)  # a point read per check, no cache
     app = web.Application(

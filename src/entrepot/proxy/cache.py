@@ -27,8 +27,9 @@ What callers (the registry face) may rely on:
   :data:`MAX_BUFFERED` bytes and continues from the store once the fill is done. ``HEAD`` of a
   blob that is not cached asks the upstream with a ``HEAD`` and stores nothing.
 * **Tags** lists the cached tags of the repository (the index).
-* Upstream access: anonymous when the rule has no credential set; rules with a credential set
-  are not served with its credentials yet (a later increment; see ``_credentials``).
+* Upstream access: anonymous when the rule has no credential set, else with the set's
+  credentials (:mod:`entrepot.proxy.credentials`); an upstream 401 (or a token server refusing
+  them) has the set's health measured again.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from entrepot.metadata import SqlContentIndex, SqlLeases
 from entrepot.metadata.database import utcnow
 from entrepot.metadata.records import BlobRef, NewManifest
 from entrepot.oci import MANIFEST_MEDIA_TYPES, Digest, parse_manifest
+from entrepot.proxy.credentials import RuleCredentials
 from entrepot.proxy.engine import (
     BlobDescriptor,
     BlobReader,
@@ -135,6 +137,8 @@ class CachingEngine:
     :param tag_ttl: seconds a checked tag is served without asking the upstream again.
     :param lease_seconds: how long a fill's lease lasts between renewals.
     :param wait_seconds: how long a process waits for another process's fill of a blob.
+    :param credentials: the credentials of rules with a credential set (``None``: every
+        upstream is pulled anonymously); an upstream 401 has the set's health measured again.
     The content store is attached by :meth:`open` (the server opens it on startup).
     """
 
@@ -147,7 +151,9 @@ class CachingEngine:
         tag_ttl: float = 300.0,
         lease_seconds: float = 30.0,
         wait_seconds: float = 600.0,
+        credentials: RuleCredentials | None = None,
     ) -> None:
+        self.credentials = credentials
         self.index = index
         self.leases = leases
         self.upstream = upstream
@@ -166,6 +172,8 @@ class CachingEngine:
     async def close(self) -> None:
         """Cancel the running fills (their ingests are cancelled: nothing partial stays) and
         close the store."""
+        if self.credentials is not None:
+            await self.credentials.close()
         fills = list(self._fills.values())
         for fill in fills:
             fill.task.cancel()
@@ -192,26 +200,41 @@ class CachingEngine:
         return found
 
     async def _credentials(self, resolution: Resolution) -> Credentials | None:
-        # TODO(issue 8, item 5): resolve the rule's credential set secrets as its principal
-        # (as credential_health does) and trigger a health re-measure on an upstream 401.
-        return None
+        set_id = resolution.rule.credential_set_id
+        if set_id is None or self.credentials is None:
+            return None
+        try:
+            return await self.credentials.get(set_id)
+        except e.UpstreamError as exc:
+            raise _named(resolution, exc) from None
+
+    def _refused(self, resolution: Resolution) -> None:
+        set_id = resolution.rule.credential_set_id
+        if set_id is not None and self.credentials is not None:
+            self.credentials.unauthorized(set_id)
 
     async def request(
         self, resolution: Resolution, method: str, path: str, headers: dict[str, str] | None = None
     ) -> UpstreamResponse:
         """``method /v2/<upstream repository>/<path>`` upstream; client errors name the rule."""
         up = resolution.upstream
+        credentials = await self._credentials(resolution)
         try:
-            return await self.upstream.request(
+            resp = await self.upstream.request(
                 method,
                 up.login_server,
                 f"/v2/{up.repository}/{path}",
-                credentials=await self._credentials(resolution),
+                credentials=credentials,
                 scope=f"repository:{up.repository}:pull",
                 headers=headers,
             )
         except e.UpstreamError as exc:
+            if isinstance(exc, e.UpstreamAuthenticationFailed):
+                self._refused(resolution)
             raise _named(resolution, exc) from None
+        if resp.status == 401:
+            self._refused(resolution)
+        return resp
 
     # -- blob fills ---------------------------------------------------------------------------
     def fill(self, resolution: Resolution, digest: Digest) -> tuple[_Fill, bool]:

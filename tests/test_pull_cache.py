@@ -6,17 +6,20 @@ Upstream requests are counted from the upstream registry's access log.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import os
 import re
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 import requests
 
-from tests.conftest import InProcessServer
+from tests.conftest import InProcessServer, ServerProcess
 from tests.registries import Registry, push_test_image, require_tools
 from tests.test_registry_face import assert_oci_error
 from tests.test_registry_routes import put_rule, skopeo
@@ -257,3 +260,46 @@ def test_a_rule_with_a_credential_set_pulls_with_its_credentials(
         )
         cached = requests.get(f"{url}/{digest}", timeout=30)  # cached content needs no upstream
         assert cached.status_code == 200 and cached.headers["X-Entrepot-Cache"] == "hit"
+
+
+@pytest.mark.slow
+def test_two_processes_fetch_a_blob_once(
+    process_factory: Callable[..., ServerProcess],
+    database_url: str,
+    open_registry: Registry,
+    tmp_path: Path,
+) -> None:
+    """Two ``entrepot serve`` processes sharing the database and the content store: concurrent
+    cold GETs on both make one upstream GET (the lease ``blob:<digest>``)."""
+    content = b"".join(hashlib.sha256(b"x%d" % i).digest() for i in range(64 * 1024))
+    push_test_image(open_registry, "lib/shared", "v1", content=content)
+    image = open_registry.images[("lib/shared", "v1")]
+    layer = image.layer_digest
+    shared = {
+        "ENTREPOT_DATABASE_URL": database_url,
+        "ENTREPOT_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
+    }
+    extra = (
+        f'\n[upstreams."{open_registry.login_server}"]\nurl = "{open_registry.url}"\n'
+        f'\n[storage]\nroot = "{tmp_path / "shared-content"}"\n'
+    )
+    a = process_factory(extra, env=shared, name="a")
+    b = process_factory(extra, env=shared, name="b")
+    put_rule(a, "upstream-lib", f"{open_registry.login_server}/lib/*", "up/*")
+    for server in (a, b):  # both see the rule (b revalidates its rules within a second)
+        deadline = time.monotonic() + 10
+        while requests.get(f"{server.url}/v2/up/shared/tags/list", timeout=30).status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+
+    def get(i: int) -> tuple[int, bytes]:
+        server = (a, b)[i % 2]
+        answer = requests.get(f"{server.url}/v2/up/shared/blobs/{layer}", timeout=60)
+        return answer.status_code, answer.content
+
+    with ThreadPoolExecutor(10) as pool:
+        results = list(pool.map(get, range(10)))
+    assert all(status == 200 for status, _ in results), [s for s, _ in results]
+    assert all(body == image.blobs[layer] for _, body in results)
+    time.sleep(0.3)
+    assert wait_for_log(open_registry, "GET", f"/v2/lib/shared/blobs/{layer}", 1) == 1

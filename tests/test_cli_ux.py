@@ -735,8 +735,8 @@ def test_config_errors_are_reported_at_once(tmp_path: Path) -> None:
         "arm.page_size",
     ]
     assert problems[0] == (
-        "[nope]: unknown config section (known: arm, database, health, policy, registries, "
-        "registry, secrets, server, storage, upstreams)"
+        "[nope]: unknown config section (known: arm, cache, database, health, policy, "
+        "registries, registry, secrets, server, storage, upstreams)"
     )
     assert str(info.value).startswith("6 configuration errors:\n  [nope]: unknown")
     assert isinstance(info.value, ConfigError)

@@ -19,6 +19,7 @@ import pytest
 import requests
 
 from tests.conftest import InProcessServer, Server, ServerProcess
+from tests.registries import Registry
 from tests.test_registry_face import assert_oci_error, raw_get
 
 API = "2025-04-01"
@@ -76,11 +77,22 @@ def v2(
     )
 
 
+def stand_in(upstream: Registry) -> str:
+    """Config TOML that sends docker.io and quay.io to ``upstream`` (an empty local registry),
+    so the engine's answer for anything there is a quick 404 from upstream, never the network."""
+    return "".join(
+        f'\n[upstreams."{name}"]\nurl = "{upstream.url}"\n' for name in ("docker.io", "quay.io")
+    )
+
+
 @pytest.fixture
-def ruled(server_factory: Factory) -> InProcessServer:
+def ruled(server_factory: Factory, open_registry: Registry) -> InProcessServer:
     """A server (anonymous pull: it listens on loopback) with a few rules; the refresh interval
-    is an hour, so anything seen at once was dropped by this process's own change."""
-    server = server_factory(env={"ENTREPOT_REGISTRY_RULES_REFRESH_SECONDS": "3600"})
+    is an hour, so anything seen at once was dropped by this process's own change. Its
+    docker.io and quay.io are an empty local registry (:func:`stand_in`)."""
+    server = server_factory(
+        stand_in(open_registry), env={"ENTREPOT_REGISTRY_RULES_REFRESH_SECONDS": "3600"}
+    )
     put_rule(server, "hub-all", "docker.io/*", "hub/*")
     put_rule(server, "ubuntu-pin", "docker.io/library/ubuntu", "ubuntu")
     put_rule(server, "quay-team", "quay.io/team/*", "qt/*")
@@ -215,8 +227,10 @@ def test_anonymous_pull_is_on_by_default_on_loopback(ruled: InProcessServer) -> 
     assert v2(ruled, "/v2/", auth=basic("admin", ruled.token)).status_code == 200
 
 
-def test_without_anonymous_pull_a_token_is_needed(server_factory: Factory) -> None:
-    server = server_factory(env=NO_ANONYMOUS)
+def test_without_anonymous_pull_a_token_is_needed(
+    server_factory: Factory, open_registry: Registry
+) -> None:
+    server = server_factory(stand_in(open_registry), env=NO_ANONYMOUS)
     put_rule(server, "hub-all", "docker.io/*", "hub/*")
     pull = make_token(server, "puller", "pull")
     manifest = "/v2/hub/alpine/manifests/latest"
@@ -272,8 +286,10 @@ def skopeo(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.skipif(SKOPEO is None, reason="skopeo is not installed")
-def test_skopeo_login_and_creds(server_factory: Factory, tmp_path: Path) -> None:
-    server = server_factory(env=NO_ANONYMOUS)
+def test_skopeo_login_and_creds(
+    server_factory: Factory, tmp_path: Path, open_registry: Registry
+) -> None:
+    server = server_factory(stand_in(open_registry), env=NO_ANONYMOUS)
     put_rule(server, "hub-all", "docker.io/*", "hub/*")
     pull = make_token(server, "ci", "pull")
     address = f"127.0.0.1:{server.port}"
@@ -327,7 +343,7 @@ def test_skopeo_login_and_creds(server_factory: Factory, tmp_path: Path) -> None
 
 # -- several processes ----------------------------------------------------------------------------
 def test_rules_changed_by_another_process_apply_within_the_refresh_interval(
-    process_factory: Callable[..., ServerProcess], database_url: str
+    process_factory: Callable[..., ServerProcess], database_url: str, open_registry: Registry
 ) -> None:
     master_key = base64.b64encode(os.urandom(32)).decode()
     refresh = 0.5
@@ -336,8 +352,8 @@ def test_rules_changed_by_another_process_apply_within_the_refresh_interval(
         "ENTREPOT_MASTER_KEY": master_key,
         "ENTREPOT_REGISTRY_RULES_REFRESH_SECONDS": str(refresh),
     }
-    a = process_factory(env=shared, name="a")
-    b = process_factory(env=shared, name="b")
+    a = process_factory(stand_in(open_registry), env=shared, name="a")
+    b = process_factory(stand_in(open_registry), env=shared, name="b")
     path = "/v2/team/app/manifests/latest"
 
     def wait_for(code: str, status: int) -> float:

@@ -39,11 +39,21 @@ from entrepot.credential_health import CredentialProbe
 from entrepot.errors import ConfigError, ResourceExists
 from entrepot.management import Actor, Management, RegistryRef
 from entrepot.management.tokens import TokenService
-from entrepot.metadata import Database, SqlLeases, SqlOperationStore, SqlResourceStore
+from entrepot.metadata import (
+    Database,
+    SqlContentIndex,
+    SqlLeases,
+    SqlOperationStore,
+    SqlResourceStore,
+)
 from entrepot.metadata.protocols import StoreUnavailable
+from entrepot.metadata.records import ResourceKind
 from entrepot.metadata.vault_store import SqlVaultStore
-from entrepot.proxy import NotCachedEngine, RegistryDirectory
+from entrepot.proxy import RegistryDirectory
+from entrepot.proxy.cache import CachingEngine
+from entrepot.proxy.credentials import RuleCredentials
 from entrepot.secrets import BuiltinVault, build_resolvers
+from entrepot.storage import ContentStore, open_storage
 from entrepot.upstream import AddressGuard, AiohttpTransport, UpstreamClient
 from entrepot.web import arm, oci, status
 from entrepot.web import tokens as tokens_face
@@ -111,6 +121,20 @@ def build_app(config: Config) -> web.Application:
         probe=CredentialProbe(resolvers, upstream, timeout=config.health.timeout_seconds),
         health_interval=config.health.interval_seconds,
     )
+
+    async def remeasure(set_id: int) -> None:  # an upstream 401 with a set's credentials
+        async with resources.read() as tx:
+            row = await tx.by_id(ResourceKind.CREDENTIAL_SET, set_id)
+        if row is not None:
+            await management.health.measure_and_store(row)
+
+    engine = CachingEngine(
+        SqlContentIndex(database),
+        SqlLeases(database),
+        upstream,
+        tag_ttl=config.cache.tag_ttl_seconds,
+        credentials=RuleCredentials(resources, resolvers, remeasure),
+    )
     authenticator = TokenAuthenticator(resources.token)  # a point read per check, no cache
     app = web.Application(
         middlewares=[unclaimed_only(management_errors(log))],
@@ -132,7 +156,7 @@ def build_app(config: Config) -> web.Application:
     registry_face = oci.RegistryFace(
         addressing,
         directory,
-        NotCachedEngine(),  # until the pull-through engine exists (entrepot.proxy.engine)
+        engine,
         authenticator,
         anonymous_pull=config.anonymous_pull,
     )
@@ -146,6 +170,7 @@ def build_app(config: Config) -> web.Application:
         except Exception as exc:
             raise StoreUnavailable(database_problem(config, exc)) from exc
         await vault.unlock(config.data_dir)
+        engine.open(ContentStore(await open_storage(config.storage, config.data_dir)))
         token = await tokens.bootstrap()
         if token is not None:
             print(
@@ -170,6 +195,7 @@ def build_app(config: Config) -> web.Application:
 
     async def on_cleanup(_app: web.Application) -> None:
         await management.stop()
+        await engine.close()
         await transport.close()
         await database.close()
 

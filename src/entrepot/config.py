@@ -235,6 +235,14 @@ class StorageConfig:
 
 
 @dataclass(frozen=True)
+class CacheConfig:
+    """``[cache]``: the pull-through cache. ``tag_ttl_seconds``: how long a cached tag is served
+    without asking the upstream again (0: revalidate on every pull)."""
+
+    tag_ttl_seconds: float = 300.0
+
+
+@dataclass(frozen=True)
 class RegistryConfig:
     """``[registry]``: the registry face (``/v2/``).
 
@@ -283,6 +291,7 @@ class Config:
     health: HealthConfig = field(default_factory=HealthConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
     upstreams: Mapping[str, UpstreamEndpoint] = field(default_factory=dict)
     registries: tuple[RegistrySeed, ...] = ()
 
@@ -328,6 +337,7 @@ class Config:
             "health": vars(self.health),
             "registry": vars(self.registry),
             "storage": vars(self.storage),
+            "cache": vars(self.cache),
             "upstreams": {k: mask_url(v.url) for k, v in self.upstreams.items()},
             "registries": [vars(r) for r in self.registries],
         }
@@ -342,6 +352,7 @@ _SECTIONS: dict[str, type] = {
     "health": HealthConfig,
     "registry": RegistryConfig,
     "storage": StorageConfig,
+    "cache": CacheConfig,
 }
 
 
@@ -745,6 +756,10 @@ def _validate(config: Config, problems: _Problems) -> None:
             "health.interval_seconds: 1 to 86400",
         ),
         (0.1 <= config.health.timeout_seconds <= 300, "health.timeout_seconds: 0.1 to 300"),
+        (
+            0 <= config.cache.tag_ttl_seconds <= 86400 * 365,
+            "cache.tag_ttl_seconds: 0 to 31536000",
+        ),
         (
             0 <= config.registry.rules_refresh_seconds <= 3600,
             "registry.rules_refresh_seconds: 0 to 3600",

@@ -264,6 +264,12 @@ class UpstreamTlsError(UpstreamError):
     kind = _kind("UpstreamTlsError", 502, "UNAVAILABLE")
 
 
+class UpstreamDenied(UpstreamError):
+    """The upstream refused access to the content (403) with the credentials it was given."""
+
+    kind = _kind("UpstreamDenied", 403, "DENIED")
+
+
 class UpstreamTooManyRequests(UpstreamError):
     kind = _kind("UpstreamTooManyRequests", 429, "TOOMANYREQUESTS")
 

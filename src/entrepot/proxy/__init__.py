@@ -5,9 +5,13 @@
 * :mod:`entrepot.proxy.directory`: the registries and their rules in memory, bounded and
   revalidated across processes, so a warm pull reads no rule from the database.
 * :mod:`entrepot.proxy.engine`: the protocol the face asks of the engine (a ``Repository`` with
-  manifest, blob, tag and referrer services) and the stand-in used until the engine exists.
+  manifest, blob, tag and referrer services) and a stand-in that fetches nothing.
+* :mod:`entrepot.proxy.cache`: :class:`CachingEngine`, the engine that caches and fills from
+  upstream; :mod:`entrepot.proxy.credentials`: the upstream credentials of a rule.
 """
 
+from entrepot.proxy.cache import CachingEngine
+from entrepot.proxy.credentials import RuleCredentials
 from entrepot.proxy.directory import RegistryDirectory, RegistrySource
 from entrepot.proxy.engine import (
     CACHE_HEADER,
@@ -31,6 +35,7 @@ __all__ = [
     "BlobDescriptor",
     "BlobReader",
     "CacheRuleRef",
+    "CachingEngine",
     "Engine",
     "ManifestContent",
     "NotCachedEngine",
@@ -40,5 +45,6 @@ __all__ = [
     "RegistrySource",
     "Repository",
     "Resolution",
+    "RuleCredentials",
     "canonical_login_server",
 ]

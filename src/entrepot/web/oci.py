@@ -34,8 +34,9 @@ Every request goes, in this order, through:
    ``Docker-Content-Digest``, ``Content-Length`` and ``ETag``; blobs streamed; tags as
    ``{"name", "tags"}`` with a ``Link`` to the next page when the page is full. The cache
    header (:data:`~entrepot.proxy.engine.CACHE_HEADER`) says where the content came from.
-   Until the engine exists the stand-in :class:`~entrepot.proxy.engine.NotCachedEngine`
-   answers (404 ``MANIFEST_UNKNOWN``/``BLOB_UNKNOWN``, no tags): see its module.
+   :func:`entrepot.app.build_app` wires :class:`~entrepot.proxy.cache.CachingEngine`; the
+   stand-in :class:`~entrepot.proxy.engine.NotCachedEngine` (404, no tags) serves tests of the
+   face alone.
 
 Every response carries ``Docker-Distribution-API-Version: registry/2.0`` and an
 ``X-Request-Id`` of its own (never ``x-ms-request-id``: this is not the management API).

@@ -303,3 +303,91 @@ def test_two_processes_fetch_a_blob_once(
     assert all(body == image.blobs[layer] for _, body in results)
     time.sleep(0.3)
     assert wait_for_log(open_registry, "GET", f"/v2/lib/shared/blobs/{layer}", 1) == 1
+
+
+def test_blob_ranges(server_factory: Factory, open_registry: Registry) -> None:
+    """A single ``Range`` is 206 with the right bytes, also of a blob not cached yet (filled
+    whole with one upstream GET); an unsatisfiable one is 416; several ranges are the whole
+    blob with 200; ``HEAD`` says ``Accept-Ranges: bytes``."""
+    content = b"".join(hashlib.sha256(str(i).encode()).digest() for i in range(400))
+    push_test_image(open_registry, "lib/ranged", "v1", content=content)
+    image = open_registry.images[("lib/ranged", "v1")]
+    layer = image.layer_digest
+    data = image.blobs[layer]
+    size = len(data)
+    server = start(server_factory, open_registry)
+    url = f"{server.url}/v2/up/ranged/blobs/{layer}"
+
+    def ranged(header: str) -> requests.Response:
+        return requests.get(url, headers={"Range": header}, timeout=30)
+
+    def assert_partial(answer: requests.Response, start: int, end: int, origin: str) -> None:
+        assert answer.status_code == 206, answer.text
+        assert answer.content == data[start : end + 1]
+        assert answer.headers["Content-Range"] == f"bytes {start}-{end}/{size}"
+        assert answer.headers["Content-Length"] == str(end - start + 1)
+        assert answer.headers["Accept-Ranges"] == "bytes"
+        assert answer.headers["Docker-Content-Digest"] == layer
+        assert answer.headers["X-Entrepot-Cache"] == origin
+
+    cold = ranged("bytes=100-199")  # not cached: filled whole, then the range from the store
+    assert_partial(cold, 100, 199, "miss")
+    path = f"/v2/lib/ranged/blobs/{layer}"
+    assert_partial(ranged("bytes=0-9"), 0, 9, "hit")
+    assert_partial(ranged("bytes=5000-5999"), 5000, 5999, "hit")
+    assert_partial(ranged("bytes=-16"), size - 16, size - 1, "hit")
+    assert_partial(ranged("bytes=-99999"), 0, size - 1, "hit")
+    assert size > 10_000
+    assert_partial(ranged(f"bytes={size - 300}-"), size - 300, size - 1, "hit")
+    assert_partial(ranged(f"bytes={size - 1}-{size + 50}"), size - 1, size - 1, "hit")
+    for header in (f"bytes={size}-", "bytes=9-3", "bytes=-0", "bytes=x-1", "lines=0-1"):
+        refused = ranged(header)
+        assert refused.status_code == 416, (header, refused.status_code)
+        assert refused.headers["Content-Range"] == f"bytes */{size}"
+        assert refused.content == b""
+    several = ranged("bytes=0-1,5-6")
+    assert several.status_code == 200 and several.content == data
+    assert "Content-Range" not in several.headers
+    whole = requests.get(url, timeout=30)
+    assert whole.status_code == 200 and whole.content == data
+    assert whole.headers["Accept-Ranges"] == "bytes"
+    head = requests.head(url, timeout=30)
+    assert head.status_code == 200 and head.headers["Accept-Ranges"] == "bytes"
+    assert head.headers["Content-Length"] == str(size)
+    time.sleep(0.3)
+    assert wait_for_log(open_registry, "GET", path, 1) == 1
+    assert upstream_requests(open_registry, "GET", path) == 1
+    # an unknown blob with a Range is still 404
+    missing = "sha256:" + "0" * 64
+    assert_oci_error(
+        requests.get(
+            f"{server.url}/v2/up/ranged/blobs/{missing}", headers={"Range": "bytes=0-1"},
+            timeout=30,
+        ),
+        404, "BLOB_UNKNOWN",
+    )  # fmt: skip
+
+
+def test_a_cold_blob_with_concurrent_ranges_is_fetched_once(
+    server_factory: Factory, open_registry: Registry
+) -> None:
+    content = b"".join(hashlib.sha256(str(i).encode()).digest() for i in range(64 * 1024))
+    push_test_image(open_registry, "lib/bigrange", "v1", content=content)  # a 2 MiB layer
+    image = open_registry.images[("lib/bigrange", "v1")]
+    layer = image.layer_digest
+    data = image.blobs[layer]
+    server = start(server_factory, open_registry)
+    url = f"{server.url}/v2/up/bigrange/blobs/{layer}"
+
+    def get(i: int) -> tuple[int, bytes, bytes]:
+        start = i * 100_000
+        answer = requests.get(url, headers={"Range": f"bytes={start}-{start + 999}"}, timeout=60)
+        return answer.status_code, answer.content, data[start : start + 1000]
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(get, range(8)))
+    assert all(status == 206 for status, _, _ in results), results
+    assert all(body == expected for _, body, expected in results)
+    time.sleep(0.3)
+    path = f"/v2/lib/bigrange/blobs/{layer}"
+    assert wait_for_log(open_registry, "GET", path, 1) == 1

@@ -31,7 +31,10 @@ Every request goes, in this order, through:
    ``tags/list`` (400 ``PAGINATION_NUMBER_INVALID`` unless a non-negative integer; more than
    :data:`MAX_PAGE` is :data:`MAX_PAGE`) and go to the engine's
    :class:`~entrepot.proxy.engine.Repository`: manifests with ``Content-Type``,
-   ``Docker-Content-Digest``, ``Content-Length`` and ``ETag``; blobs streamed; tags as
+   ``Docker-Content-Digest``, ``Content-Length`` and ``ETag``; blobs streamed (with
+   ``Accept-Ranges: bytes``; one ``Range`` is 206 with ``Content-Range``, an unsatisfiable or
+   malformed one 416 with ``Content-Range: bytes */size``, several ranges the whole blob with
+   200: :mod:`entrepot.web.ranges`; a blob not cached yet is filled whole first); tags as
    ``{"name", "tags"}`` with a ``Link`` to the next page when the page is full. The cache
    header (:data:`~entrepot.proxy.engine.CACHE_HEADER`) says where the content came from.
    :func:`entrepot.app.build_app` wires :class:`~entrepot.proxy.cache.CachingEngine`; the
@@ -64,9 +67,17 @@ from entrepot import errors as e
 from entrepot.addressing import DEFAULT, RegistryAddressing
 from entrepot.metadata.records import RegistryHead
 from entrepot.oci import Digest, parse_login_server, parse_reference, parse_repository
-from entrepot.proxy import CACHE_HEADER, Engine, RegistryDirectory, Repository, Resolution
+from entrepot.proxy import (
+    CACHE_HEADER,
+    BlobDescriptor,
+    Engine,
+    RegistryDirectory,
+    Repository,
+    Resolution,
+)
 from entrepot.web.access_log import PRINCIPAL
 from entrepot.web.auth import TokenAuthenticator
+from entrepot.web.ranges import ByteRange, RangeNotSatisfiable, parse_range
 from entrepot.web.responses import Handler, domain_error, json_response
 
 __all__ = [
@@ -337,22 +348,69 @@ class RegistryFace:
                 "Content-Type": found.media_type or "application/octet-stream",
                 "Docker-Content-Digest": str(found.digest),
                 "ETag": f'"{found.digest}"',
+                "Accept-Ranges": "bytes",
                 CACHE_HEADER: found.origin.value,
             }
             return web.Response(headers=headers)
-        reader = await repository.blobs.open(digest)
+        header = request.headers.get("Range")
+        if header is None:
+            return await self.send_blob(request, repository, digest, None, None)
+        # A range needs the size first. Opening 0 bytes fills a blob that is not cached yet
+        # (whole, once, shared with concurrent readers as any fill), then the range comes
+        # from the store.
+        probe = await repository.blobs.open(digest, 0, 0)
+        try:
+            found = probe.descriptor
+        finally:
+            await probe.close()
+        try:
+            wanted = parse_range(header, found.size)
+        except RangeNotSatisfiable:
+            return web.Response(
+                status=416,
+                headers={
+                    "Content-Range": f"bytes */{found.size}",
+                    "Accept-Ranges": "bytes",
+                    "Docker-Content-Digest": str(found.digest),
+                },
+            )
+        return await self.send_blob(request, repository, digest, wanted, found)
+
+    async def send_blob(
+        self,
+        request: web.Request,
+        repository: Repository,
+        digest: Digest,
+        wanted: ByteRange | None,
+        probed: BlobDescriptor | None,
+    ) -> web.StreamResponse:
+        """Stream the blob, or its range ``wanted`` (206); ``probed`` is what an earlier open
+        said of it (its origin is the one reported: it may have filled the cache)."""
+        if wanted is None:
+            reader = await repository.blobs.open(digest)
+        else:
+            reader = await repository.blobs.open(digest, wanted.start, wanted.length)
         try:
             found = reader.descriptor
+            origin = (probed or found).origin
             response = web.StreamResponse(
                 headers={
-                    "Content-Type": found.media_type or "application/octet-stream",
+                    "Content-Type": (probed or found).media_type
+                    or found.media_type
+                    or "application/octet-stream",
                     "Docker-Content-Digest": str(found.digest),
                     "ETag": f'"{found.digest}"',
-                    CACHE_HEADER: found.origin.value,
+                    "Accept-Ranges": "bytes",
+                    CACHE_HEADER: origin.value,
                     API_VERSION_HEADER: API_VERSION,
                 }
             )
-            response.content_length = found.size
+            if wanted is None:
+                response.content_length = found.size
+            else:
+                response.set_status(206)
+                response.headers["Content-Range"] = wanted.content_range(found.size)
+                response.content_length = wanted.length
             await response.prepare(request)
             try:
                 async for chunk in reader.chunks():

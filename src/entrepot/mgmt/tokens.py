@@ -11,14 +11,12 @@ A token's secret (``"value"``) comes back only from :meth:`TokenClient.create` a
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import quote
 
+from entrepot.mgmt._extension import ExtensionClient
+
 __all__ = ["TokenClient"]
-
-
-class _Sender(Protocol):
-    def send_request(self, request: Any, **kwargs: Any) -> Any: ...
 
 
 def _path(name: str | None = None, action: str | None = None) -> str:
@@ -30,37 +28,12 @@ def _path(name: str | None = None, action: str | None = None) -> str:
     return path
 
 
-class TokenClient:
+class TokenClient(ExtensionClient):
     """The token operations of a remote entrepot server (they need an admin token).
 
     :param sender: anything with ``send_request(azure.core.rest.HttpRequest)``, such as the
         management client.
     """
-
-    def __init__(self, sender: _Sender) -> None:
-        self._sender = sender
-
-    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        from azure.core.exceptions import (
-            ClientAuthenticationError,
-            HttpResponseError,
-            ResourceExistsError,
-            ResourceNotFoundError,
-        )
-        from azure.core.rest import HttpRequest
-        from azure.mgmt.core.exceptions import ARMErrorFormat
-
-        response = self._sender.send_request(HttpRequest(method, path, json=body))
-        if response.status_code >= 400:
-            error_type = {
-                401: ClientAuthenticationError,
-                404: ResourceNotFoundError,
-                409: ResourceExistsError,
-            }.get(response.status_code, HttpResponseError)
-            raise error_type(response=response, error_format=ARMErrorFormat)
-        if response.status_code == 204 or not response.content:
-            return None
-        return response.json()
 
     def create(self, name: str, role: str, description: str = "") -> dict[str, Any]:
         """Create token ``name`` with ``role`` (``admin`` | ``pull``); the answer holds its

@@ -12,52 +12,24 @@ Secret values go out in request bodies only and never come back.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import quote
 
+from entrepot.mgmt._extension import ExtensionClient
+
 __all__ = ["VaultClient"]
-
-
-class _Sender(Protocol):
-    def send_request(self, request: Any, **kwargs: Any) -> Any: ...
 
 
 def _seg(value: str) -> str:
     return quote(value, safe="")
 
 
-class VaultClient:
+class VaultClient(ExtensionClient):
     """The vault operations of a remote entrepot server.
 
     :param sender: anything with ``send_request(azure.core.rest.HttpRequest)``, such as the
         management client.
     """
-
-    def __init__(self, sender: _Sender) -> None:
-        self._sender = sender
-
-    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        from azure.core.exceptions import (
-            ClientAuthenticationError,
-            HttpResponseError,
-            ResourceExistsError,
-            ResourceNotFoundError,
-        )
-        from azure.core.rest import HttpRequest
-        from azure.mgmt.core.exceptions import ARMErrorFormat
-
-        request = HttpRequest(method, path, json=body)
-        response = self._sender.send_request(request)
-        if response.status_code >= 400:
-            error_type = {
-                401: ClientAuthenticationError,
-                404: ResourceNotFoundError,
-                409: ResourceExistsError,
-            }.get(response.status_code, HttpResponseError)
-            raise error_type(response=response, error_format=ARMErrorFormat)
-        if response.status_code == 204 or not response.content:
-            return None
-        return response.json()
 
     # -- vaults -----------------------------------------------------------------------------
     def create_vault(self, vault: str) -> dict[str, Any]:

@@ -7,7 +7,10 @@
 * :mod:`entrepot.proxy.engine`: the protocol the face asks of the engine (a ``Repository`` with
   manifest, blob, tag and referrer services) and a stand-in that fetches nothing.
 * :mod:`entrepot.proxy.cache`: :class:`CachingEngine`, the engine that caches and fills from
-  upstream; :mod:`entrepot.proxy.credentials`: the upstream credentials of a rule.
+  upstream, made of :mod:`~entrepot.proxy.manifests` (manifests and tags),
+  :mod:`~entrepot.proxy.blobs` (blobs, single-flight fills) and :mod:`~entrepot.proxy.referrers`;
+  :mod:`entrepot.proxy.upstream_answers`: what an upstream answer means, naming the rule;
+  :mod:`entrepot.proxy.credentials`: the upstream credentials of a rule.
 """
 
 from entrepot.proxy.cache import CachingEngine

@@ -336,8 +336,16 @@ def run_manifest_rate(run: Run, cache: str) -> dict[str, Any]:
     answer = requests.get(url, headers=headers, timeout=30)  # warm it
     if answer.status_code != 200 or answer.content != run.manifest:
         raise RuntimeError(f"manifest GET answered {answer.status_code}: {answer.text[:300]}")
+    upstream_path = f"/v2/lib/{cache}/manifests/{TAG}"
+
+    def upstream_requests() -> int:
+        return sum(run.upstream.count(m, upstream_path) for m in ("HEAD", "GET"))
+
+    before = upstream_requests()
     rps, tool = measure(url, headers, run.args.rate_seconds)
-    return {"rps": rps, "tool": tool}
+    after = run.upstream.settled_count("HEAD", upstream_path, quiet=0.3)
+    after += run.upstream.count("GET", upstream_path)
+    return {"rps": rps, "tool": tool, "upstream_requests": after - before}
 
 
 def healthz_rate(base: Process, seconds: float) -> dict[str, Any]:
@@ -398,6 +406,7 @@ def build_rows(run: Run) -> list[Row]:
         "cold": ("cold", "seconds"),
         "warm": ("warm", "seconds"),
         "rate": ("manifest", "rps"),
+        "rate_upstream": ("manifest", "upstream_requests"),
     }
     v = {
         name: {c: value(run, c, key, field) for c in CACHES}
@@ -408,6 +417,7 @@ def build_rows(run: Run) -> list[Row]:
     cold = Row(f"cold GET, {mib} MiB (s)", "s", v["cold"])
     warm = Row(f"warm GET, {mib} MiB (s)", "s", v["warm"])
     rate = Row("manifest by tag, warm (req/s)", "rps", v["rate"], lower_is_better=False)
+    rate_upstream = Row("  upstream requests during it", "n", v["rate_upstream"])
     rss = Row(f"peak RSS, {n}-client run (MB)", "mb", v["rss"])
     gets.check("= 1", lambda x: x == 1)
     for row in (wall, cold):
@@ -426,7 +436,7 @@ def build_rows(run: Run) -> list[Row]:
     if idle is not None:
         rss.reference = f"{fmt(idle, 'mb')} (entrepot before the run)"
     rss.check("< 200", lambda x: x < 200)
-    return [gets, wall, cold, warm, rate, rss]
+    return [gets, wall, cold, warm, rate, rate_upstream, rss]
 
 
 def render(rows: list[Row], run: Run) -> str:

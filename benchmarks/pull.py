@@ -18,8 +18,9 @@ cache after cache:
    every body's sha256 checked, the upstream GETs of A counted from the upstream's access log;
    during it the RSS of each cache (VmHWM of its process, the exact peak);
 2. one cold GET of blob B (sha256 checked as it arrives, like a client does);
-3. one GET of B that checks the sha256, then ``--repeats`` timed warm GETs of B without hashing
-   (the median), and as many direct GETs of B from the upstream (the floor);
+3. one GET of B per cache that checks the sha256, then ``--repeats`` rounds of one timed warm
+   GET of B from each cache and one direct from the upstream (the floor), without hashing,
+   interleaved; the median of each;
 4. warm manifest-by-tag GETs per second (``wrk -t2 -c16``, or a Python load generator if wrk is
    missing) and, right after entrepot's, entrepot's own ``/healthz`` rate (its stack's ceiling).
 
@@ -323,10 +324,29 @@ def run_cold(run: Run, cache: str) -> dict[str, Any]:
     return {"seconds": seconds, "upstream_gets": gets}
 
 
-def run_warm(run: Run, base: Process, path: str) -> dict[str, Any]:
-    get_blob(base, path, run.blob_b, verify=True)  # the content is right (and now warm)
-    times = [get_blob(base, path, run.blob_b, verify=False) for _ in range(run.args.repeats)]
-    return {"seconds": statistics.median(times), "all_s": times}
+def run_warm(run: Run) -> None:
+    """For each cache, one GET of blob B that checks its sha256; then ``--repeats`` rounds of one
+    timed GET (no hashing) from each cache and one direct from the upstream, interleaved so that
+    a change in the machine's load hits all alike. Records the median of each."""
+    targets: dict[str, tuple[Process, str]] = {
+        name: (base, run.blob_path(name, run.blob_b)) for name, base in run.caches.items()
+    }
+    for name, (base, path) in targets.items():
+        run.record(
+            name,
+            "verified",
+            lambda b=base, p=path: {"seconds": get_blob(b, p, run.blob_b, verify=True)},
+        )
+    failed = {n for n in targets if "error" in run.results[n]["verified"]}
+    targets = {n: t for n, t in targets.items() if n not in failed}
+    targets["upstream"] = (run.upstream, f"/v2/lib/direct/blobs/{run.blob_b.digest}")
+    times: dict[str, list[float]] = {name: [] for name in targets}
+    for _ in range(run.args.repeats):
+        for name, (base, path) in targets.items():
+            times[name].append(get_blob(base, path, run.blob_b, verify=False))
+    for name, samples in times.items():
+        entry = {"seconds": statistics.median(samples), "min_s": min(samples), "all_s": samples}
+        run.results.setdefault(name, {})["direct" if name == "upstream" else "warm"] = entry
 
 
 def run_manifest_rate(run: Run, cache: str) -> dict[str, Any]:
@@ -521,7 +541,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rate-seconds", type=float, default=None, help="duration of each rate run (default 10)"
     )
-    parser.add_argument("--repeats", type=int, default=3, help="timed warm and direct GETs")
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="rounds of timed warm and direct GETs"
+    )
     parser.add_argument(
         "--only", default=",".join(CACHES), help="comma-separated caches to run (default all)"
     )
@@ -565,15 +587,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in caches:
             run.record(name, "cold", lambda n=name: run_cold(run, n))
         print("warm GETs of blob B, and direct from the upstream ...", flush=True)
-        for name in caches:
-            run.record(
-                name, "warm", lambda n=name: run_warm(run, caches[n], run.blob_path(n, blob_b))
-            )
-        run.record(
-            "upstream",
-            "direct",
-            lambda: run_warm(run, upstream, f"/v2/lib/direct/blobs/{blob_b.digest}"),
-        )
+        run_warm(run)
         print(f"manifest rates ({args.rate_seconds:g} s each) ...", flush=True)
         for name in caches:
             run.record(name, "manifest", lambda n=name: run_manifest_rate(run, n))
@@ -593,7 +607,7 @@ def main(argv: list[str] | None = None) -> int:
     load_end = os.getloadavg()
 
     rows = build_rows(run)
-    tool = next((e["tool"] for r in run.results.values() for e in r.values() if "tool" in e), "-")
+    tool = next((e["tool"] for r in run.results.values() for e in r.values() if "tool" in e), "wrk")
     print()
     print(
         f"pull-through benchmark: blobs of {args.blob_mib} MiB, {args.clients} concurrent "

@@ -111,6 +111,8 @@ MAX_PAGE = 1000
 """The most names one ``tags/list`` or ``_catalog`` page holds, whatever ``n`` asks."""
 REGISTRY = web.RequestKey("registry", RegistryHead)
 """The registry a request is addressed to."""
+REQUEST_ID = web.RequestKey("oci_request_id", str)
+"""The ``X-Request-Id`` of a request's answer."""
 
 PUSH_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 READ_METHODS = frozenset({"GET", "HEAD"})
@@ -200,7 +202,7 @@ class RegistryFace:
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        request_id = str(uuid.uuid4())
+        request[REQUEST_ID] = str(uuid.uuid4())
         try:
             await self.authenticate(request)
             request[REGISTRY] = await self.registry_for(request.headers.get("Host", ""))
@@ -219,9 +221,6 @@ class RegistryFace:
             )
         except Exception as exc:
             response = oci_error(domain_error(exc, request, log))
-        if not response.prepared:  # a streamed blob has sent its headers already
-            response.headers[API_VERSION_HEADER] = API_VERSION
-            response.headers[REQUEST_ID_HEADER] = request_id
         return response
 
     async def authenticate(self, request: web.Request) -> None:
@@ -490,9 +489,19 @@ class RegistryFace:
         return web.Response(body=content.data, headers=headers)
 
 
+async def _stamp(request: web.Request, response: web.StreamResponse) -> None:
+    """Put the face's own headers on every answer as its headers are sent, streamed ones
+    (blobs) included."""
+    response.headers[API_VERSION_HEADER] = API_VERSION
+    request_id = request.get(REQUEST_ID)
+    if request_id is not None:
+        response.headers[REQUEST_ID_HEADER] = request_id
+
+
 def build_oci_app(face: RegistryFace) -> web.Application:
     """The registry face, to be mounted at :data:`MOUNT`."""
     app = web.Application(middlewares=[face.middleware])
+    app.on_response_prepare.append(_stamp)
     app.router.add_get("/", face.version_check)
     app.router.add_get("", face.version_check)  # /v2 (no trailing slash) answers the same
     app.router.add_route("*", "/{path:.+}", face.dispatch)

@@ -240,7 +240,7 @@ def test_version_check_answers_the_oci_way(server: ServerProcess) -> None:
 def test_unknown_registry_routes_are_oci_errors(server: ServerProcess) -> None:
     # (a route of the pull API on a repository no cache rule covers is NAME_UNKNOWN: see
     # tests/test_registry_routes.py)
-    for path in ("/v2/library/ubuntu/manifest/latest", "/v2/_catalog", "/v2//x", "/v2/%2F"):
+    for path in ("/v2/library/ubuntu/manifest/latest", "/v2/_catalogue", "/v2//x", "/v2/%2F"):
         error = assert_oci_error(v2(server, path), 404, "UNSUPPORTED")
         assert "has no API at GET /v2/" in error["message"], error
         assert error["detail"] is None

@@ -326,6 +326,7 @@ def test_json_access_log(process_factory: Callable[..., ServerProcess]) -> None:
         "principal",
         "request_id",
         "remote",
+        "cache",
     }
     assert all(set(entry) == keys for entry in entries)
     first = by_id[ok.headers["x-ms-request-id"]]

@@ -149,6 +149,25 @@ class SqlContentIndex:
         async with self.db.read() as conn:
             return [str(x) for x in (await conn.execute(query)).scalars()]
 
+    async def cached_repositories(self, registry_id: int, after: str, limit: int) -> list[str]:
+        """Names of the registry's repositories that hold at least one manifest, after
+        ``after``, in lexical order, at most ``limit`` (the registry's ``/v2/_catalog``).
+
+        A repository a pull only looked at (nothing was found upstream) is left out; one whose
+        cache rule was deleted stays, as its content does.
+        """
+        r, m = t.repositories.c, t.manifests.c
+        name = self._lexical(r.name)
+        held = sa.exists().where(m.repository_id == r.id)
+        query = (
+            sa.select(r.name)
+            .where(r.registry_id == registry_id, name > after, held)
+            .order_by(name)
+            .limit(limit)
+        )
+        async with self.db.read() as conn:
+            return [str(x) for x in (await conn.execute(query)).scalars()]
+
     # -- tags ------------------------------------------------------------------------------------
     async def tag(self, repository_id: int, tag: str) -> TagRecord | None:
         row = await self.db.fetch_one(_GET_TAG, repository_id=repository_id, tag=tag)

@@ -98,6 +98,9 @@ class CachingEngine:
     def repository(self, resolution: Resolution) -> CachedRepository:
         return CachedRepository(self, resolution)
 
+    async def catalog(self, registry_id: int, after: str, limit: int) -> list[str]:
+        return await self.index.cached_repositories(registry_id, after, limit)
+
     async def repository_id(self, resolution: Resolution) -> int:
         key = (resolution.registry_id, resolution.repository)
         found = self._repositories.get(key)

@@ -16,6 +16,10 @@ services, as distribution's ``Repository`` does:
   ``limit`` (the face pages them and writes the ``Link`` header).
 * ``referrers.index(subject, artifact_type)``: the referrers of a manifest as an image index.
 
+The engine itself answers one question about a whole registry: ``catalog(registry_id, after,
+limit)``, the repositories it holds content for (as pulled here: target names), sorted, after
+``after``, at most ``limit`` (``GET /v2/_catalog``; the face pages it).
+
 Each answer says where it came from (:class:`Origin`); the face writes it in the
 :data:`CACHE_HEADER` response header. Services raise the domain errors of
 :mod:`entrepot.errors` (``ManifestUnknown``, ``BlobUnknown``, upstream errors naming the rule),
@@ -24,7 +28,8 @@ never HTTP errors: the face renders them as OCI errors.
 :class:`NotCachedEngine` stands in until the engine exists: nothing is cached and nothing is
 fetched, so a manifest or a referrers index is 404 ``MANIFEST_UNKNOWN`` and a blob 404
 ``BLOB_UNKNOWN``, each message naming the repository, the rule and the upstream and saying that
-this server does not fetch from upstream yet; the tag list is the (empty) list of cached tags.
+this server does not fetch from upstream yet; the tag list and the catalog are the (empty)
+lists of what is cached.
 404 rather than 502/503: nothing failed, the content is simply not there, which is what a
 client must be told; the engine replaces exactly these answers by fetching.
 """
@@ -152,6 +157,11 @@ class Engine(Protocol):
 
     def repository(self, resolution: Resolution) -> Repository: ...
 
+    async def catalog(self, registry_id: int, after: str, limit: int) -> list[str]:
+        """The registry's repositories with cached content greater than ``after`` (``""``: from
+        the first), sorted, at most ``limit``."""
+        ...
+
 
 # -- the stand-in --------------------------------------------------------------------------------
 def _where(resolution: Resolution) -> str:
@@ -215,3 +225,6 @@ class NotCachedEngine:
 
     def repository(self, resolution: Resolution) -> Repository:
         return _NotCached(resolution)
+
+    async def catalog(self, registry_id: int, after: str, limit: int) -> list[str]:
+        return []

@@ -3,14 +3,20 @@
 The access log has one line per answered request, 401s and parser errors included, on the
 logger ``entrepot.access`` (level INFO), in one of two formats (``[server] access_log``):
 
-* ``text``: ``METHOD PATH STATUS BYTES DURATIONms principal=P request_id=ID remote=ADDR``;
+* ``text``: ``METHOD PATH STATUS BYTES DURATIONms principal=P request_id=ID remote=ADDR
+  cache=C``;
 * ``json``: one JSON object per line with the keys ``time`` (ISO 8601, UTC), ``method``,
-  ``path``, ``status``, ``bytes``, ``duration_ms``, ``principal``, ``request_id`` and ``remote``.
+  ``path``, ``status``, ``bytes``, ``duration_ms``, ``principal``, ``request_id``, ``remote``
+  and ``cache``.
 
 ``path`` is the raw (percent-encoded) path without the query, cut to :data:`MAX_PATH` characters;
 ``principal`` is the authenticated caller (``request[PRINCIPAL]``, set by whoever authenticates
 the request) or ``null`` / ``-``; ``request_id`` is the response's ``x-ms-request-id`` or
-``X-Request-Id``. A request the HTTP parser refused has ``method`` and ``path`` ``-``.
+``X-Request-Id``; ``cache`` says where the registry face took the content from, as its
+response header ``X-Entrepot-Cache`` does (``hit``, ``miss`` or ``stale``: see
+:class:`~entrepot.proxy.engine.Origin`), and is ``null`` / ``-`` on answers without that header
+(errors, the management API). A request the HTTP parser refused has ``method`` and ``path``
+``-``.
 
 :class:`RateLimitedLog` writes one warning line per kind and interval and counts the rest, so a
 flood of bad requests or hang-ups costs a few lines, never a traceback each.
@@ -28,6 +34,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+
+from entrepot.proxy.engine import CACHE_HEADER
 
 __all__ = [
     "ACCESS_LOGGER",
@@ -68,6 +76,7 @@ def access_fields(
         "principal": request.get(PRINCIPAL),
         "request_id": headers.get("x-ms-request-id") or headers.get("X-Request-Id"),
         "remote": request.remote,
+        "cache": headers.get(CACHE_HEADER),
     }
 
 
@@ -80,7 +89,7 @@ class AccessLogger(AbstractAccessLogger):
             self.logger.info("%s", orjson.dumps(fields).decode())
             return
         self.logger.info(
-            "%s %s %d %d %.1fms principal=%s request_id=%s remote=%s",
+            "%s %s %d %d %.1fms principal=%s request_id=%s remote=%s cache=%s",
             fields["method"],
             fields["path"],
             fields["status"],
@@ -89,6 +98,7 @@ class AccessLogger(AbstractAccessLogger):
             fields["principal"] or "-",
             fields["request_id"] or "-",
             fields["remote"] or "-",
+            fields["cache"] or "-",
         )
 
     @property

@@ -15,7 +15,9 @@ Every request goes, in this order, through:
    ``request[REGISTRY]``: a host that names no registry, the server's own host when no registry
    is the default, a registry that does not exist and a name held by several registries are all
    404 ``NAME_UNKNOWN`` whose message says which: a request never reaches another registry.
-3. **The route.** ``GET``/``HEAD`` of ``/v2/`` is 200 ``{}``. Under ``/v2/<name>/``:
+3. **The route.** ``GET``/``HEAD`` of ``/v2/`` is 200 ``{}``; of ``/v2/_catalog`` the
+   registry's cached repositories (no repository is named ``_catalog``: a name starts with a
+   letter or digit). Under ``/v2/<name>/``:
    ``manifests/<reference>``, ``blobs/<digest>``, ``tags/list`` and ``referrers/<digest>``
    (``GET``, ``HEAD``), and the push API (``blobs/uploads/...``; ``PUT``/``DELETE`` of
    manifests, ``DELETE`` of blobs). ``<name>`` must be a valid repository name (400
@@ -28,14 +30,18 @@ Every request goes, in this order, through:
 5. **Pushes are refused**: a push to a repository a rule covers is 403 ``DENIED`` naming the
    rule (its content comes from upstream only); any other push is 405 ``UNSUPPORTED``.
 6. **Reads** validate the reference (400 ``TAG_INVALID``/``DIGEST_INVALID``), the ``n`` of
-   ``tags/list`` (400 ``PAGINATION_NUMBER_INVALID`` unless a non-negative integer; more than
-   :data:`MAX_PAGE` is :data:`MAX_PAGE`) and go to the engine's
+   ``tags/list`` and ``_catalog`` (400 ``PAGINATION_NUMBER_INVALID`` unless a non-negative
+   integer; more than :data:`MAX_PAGE` is :data:`MAX_PAGE`) and go to the engine's
    :class:`~entrepot.proxy.engine.Repository`: manifests with ``Content-Type``,
    ``Docker-Content-Digest``, ``Content-Length`` and ``ETag``; blobs streamed (with
    ``Accept-Ranges: bytes``; one ``Range`` is 206 with ``Content-Range``, an unsatisfiable or
    malformed one 416 with ``Content-Range: bytes */size``, several ranges the whole blob with
    200: :mod:`entrepot.web.ranges`; a blob not cached yet is filled whole first); tags as
-   ``{"name", "tags"}`` with a ``Link`` to the next page when the page is full. The cache
+   ``{"name", "tags"}`` (sorted, after ``last``) with a relative ``Link`` to the next page when
+   the page is full (carrying ``ns`` in mirror mode). The catalog (before step 4: it names no
+   repository, and ``ns`` changes nothing) is ``{"repositories"}``: the target names of the
+   repositories the registry holds a manifest of, whatever rule filled them, sorted and paged
+   the same way (:meth:`~entrepot.proxy.engine.Engine.catalog`). The cache
    header (:data:`~entrepot.proxy.engine.CACHE_HEADER`) says where the content came from.
    :func:`entrepot.app.build_app` wires :class:`~entrepot.proxy.cache.CachingEngine`; the
    stand-in :class:`~entrepot.proxy.engine.NotCachedEngine` (404, no tags) serves tests of the
@@ -102,14 +108,17 @@ REQUEST_ID_HEADER = "X-Request-Id"
 CHALLENGE = 'Basic realm="entrepot"'
 """The ``WWW-Authenticate`` challenge of every 401 of the face."""
 MAX_PAGE = 1000
-"""The most tags one ``tags/list`` page holds, whatever ``n`` asks."""
+"""The most names one ``tags/list`` or ``_catalog`` page holds, whatever ``n`` asks."""
 REGISTRY = web.RequestKey("registry", RegistryHead)
 """The registry a request is addressed to."""
+REQUEST_ID = web.RequestKey("oci_request_id", str)
+"""The ``X-Request-Id`` of a request's answer."""
 
 PUSH_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 READ_METHODS = frozenset({"GET", "HEAD"})
 # (kind, pattern) tried in order; <name> greedy, as distribution's router matches it
 _ROUTES = (
+    ("catalog", re.compile(r"_catalog(?P<name>)(?P<arg>)")),
     ("upload", re.compile(r"(?P<name>.+)/blobs/uploads/?(?P<arg>[^/]*)")),
     ("manifest", re.compile(r"(?P<name>.+)/manifests/(?P<arg>[^/]+)")),
     ("blob", re.compile(r"(?P<name>.+)/blobs/(?P<arg>[^/]+)")),
@@ -135,6 +144,31 @@ def _route(path: str) -> tuple[str, str, str] | None:
         if match is not None:
             return kind, match["name"], match["arg"]
     return None
+
+
+def _page(request: web.Request) -> tuple[int, str]:
+    """``(limit, after)`` of a listing: ``n`` (default and cap :data:`MAX_PAGE`) and ``last``.
+
+    :raises PaginationNumberInvalid: when ``n`` is not a non-negative integer.
+    """
+    text = request.query.get("n")
+    limit = MAX_PAGE
+    if text is not None:
+        if not text.isascii() or not text.isdigit():
+            raise e.PaginationNumberInvalid(
+                f"The page size n={text[:40]!r} is not a non-negative integer.", target="n"
+            )
+        digits = text.lstrip("0")
+        limit = MAX_PAGE if len(digits) > len(str(MAX_PAGE)) else min(int(digits or 0), MAX_PAGE)
+    return limit, request.query.get("last", "")
+
+
+def _next_link(path: str, limit: int, page: list[str], query: dict[str, str]) -> dict[str, str]:
+    """The ``Link`` header of the page after a full ``page`` (none after a short one)."""
+    if not limit or len(page) < limit:
+        return {}
+    query = {"n": str(limit), "last": page[-1], **query}
+    return {"Link": f'<{MOUNT}/{path}?{urlencode(query)}>; rel="next"'}
 
 
 def _accepted(request: web.Request) -> list[str]:
@@ -168,7 +202,7 @@ class RegistryFace:
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        request_id = str(uuid.uuid4())
+        request[REQUEST_ID] = str(uuid.uuid4())
         try:
             await self.authenticate(request)
             request[REGISTRY] = await self.registry_for(request.headers.get("Host", ""))
@@ -187,9 +221,6 @@ class RegistryFace:
             )
         except Exception as exc:
             response = oci_error(domain_error(exc, request, log))
-        if not response.prepared:  # a streamed blob has sent its headers already
-            response.headers[API_VERSION_HEADER] = API_VERSION
-            response.headers[REQUEST_ID_HEADER] = request_id
         return response
 
     async def authenticate(self, request: web.Request) -> None:
@@ -272,6 +303,10 @@ class RegistryFace:
             raise web.HTTPNotFound()
         kind, name, arg = route
         method = request.method
+        if kind == "catalog":
+            if method not in READ_METHODS:
+                raise web.HTTPMethodNotAllowed(method, sorted(READ_METHODS))
+            return await self.catalog(request)
         push = kind == "upload" or (kind in ("manifest", "blob") and method in PUSH_METHODS)
         if not push and method not in READ_METHODS:
             raise web.HTTPMethodNotAllowed(method, sorted(READ_METHODS))
@@ -426,24 +461,22 @@ class RegistryFace:
             await reader.close()
 
     async def tags(self, request: web.Request, repository: Repository) -> web.Response:
-        text = request.query.get("n")
-        limit = MAX_PAGE
-        if text is not None:
-            if not text.isascii() or not text.isdigit():
-                raise e.PaginationNumberInvalid(
-                    f"The page size n={text[:40]!r} is not a non-negative integer.", target="n"
-                )
-            limit = min(int(text[:8]) if len(text) <= 8 else MAX_PAGE, MAX_PAGE)
-        after = request.query.get("last", "")
+        """``tags/list``: the cached tags, sorted, paged by ``n`` and ``last``."""
+        limit, after = _page(request)
         tags = await repository.tags.list(after, limit) if limit else []
         name = request.match_info["path"][: -len("/tags/list")]
-        headers: dict[str, str] = {}
-        if limit and len(tags) == limit:
-            query = {"n": str(limit), "last": tags[-1]}
-            if "ns" in request.query:
-                query["ns"] = request.query["ns"]
-            headers["Link"] = f'<{MOUNT}/{name}/tags/list?{urlencode(query)}>; rel="next"'
+        ns = {"ns": request.query["ns"]} if "ns" in request.query else {}
+        headers = _next_link(f"{name}/tags/list", limit, tags, ns)
         return json_response(200, {"name": name, "tags": tags}, headers)
+
+    async def catalog(self, request: web.Request) -> web.Response:
+        """``_catalog``: the registry's cached repositories, sorted, paged by ``n`` and
+        ``last``."""
+        limit, after = _page(request)
+        registry = request[REGISTRY]
+        names = await self.engine.catalog(registry.id, after, limit) if limit else []
+        headers = _next_link("_catalog", limit, names, {})
+        return json_response(200, {"repositories": names}, headers)
 
     async def referrers(
         self, request: web.Request, repository: Repository, digest_text: str
@@ -456,9 +489,19 @@ class RegistryFace:
         return web.Response(body=content.data, headers=headers)
 
 
+async def _stamp(request: web.Request, response: web.StreamResponse) -> None:
+    """Put the face's own headers on every answer as its headers are sent, streamed ones
+    (blobs) included."""
+    response.headers[API_VERSION_HEADER] = API_VERSION
+    request_id = request.get(REQUEST_ID)
+    if request_id is not None:
+        response.headers[REQUEST_ID_HEADER] = request_id
+
+
 def build_oci_app(face: RegistryFace) -> web.Application:
     """The registry face, to be mounted at :data:`MOUNT`."""
     app = web.Application(middlewares=[face.middleware])
+    app.on_response_prepare.append(_stamp)
     app.router.add_get("/", face.version_check)
     app.router.add_get("", face.version_check)  # /v2 (no trailing slash) answers the same
     app.router.add_route("*", "/{path:.+}", face.dispatch)

@@ -1,0 +1,602 @@
+"""Real clients pulling through entrepot: containerd's ``ctr`` with entrepot as a mirror in
+``hosts.toml``, the ``oras`` Python client, ``skopeo`` with tokens and with a large layer, and
+rules whose credential sets log in to private upstreams (htpasswd and token auth).
+
+Upstreams are Debian's ``docker-registry`` on 127.0.0.1 (``tests/registries.py``); no test
+reaches the internet: ``docker.io`` is an ``[upstreams."docker.io"]`` entry pointing at a
+loopback registry. Upstream requests are counted, and their clients told apart by
+``User-Agent``, from the upstream's access log.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import secrets
+import tarfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import InProcessServer, _new_server
+from tests.containerd import Containerd, start_containerd, write_hosts
+from tests.registries import (
+    OCI_CONFIG,
+    OCI_MANIFEST,
+    Registry,
+    push_test_image,
+    require_tools,
+    start_registry,
+)
+from tests.test_credential_health import (
+    ALLOW_LOOPBACK_REALMS,
+    Api,
+    assert_healthy,
+    create,
+    kv,
+    upstreams,
+    validate,
+)
+from tests.test_pull_cache import upstream_requests, wait_for_log
+from tests.test_registry_routes import NO_ANONYMOUS, make_token, put_rule, skopeo
+
+CACHE = "X-Entrepot-Cache"
+
+
+# -- shared fixtures ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def containerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Containerd]:
+    """One containerd daemon for the session (namespaces keep the tests' images apart)."""
+    daemon = start_containerd(tmp_path_factory.mktemp("containerd"))
+    yield daemon
+    daemon.stop()
+
+
+@pytest.fixture(scope="module")
+def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """An open upstream registry for the whole module (each test pushes images of its own)."""
+    registry = start_registry(tmp_path_factory.mktemp("upstream"), "open")
+    yield registry
+    registry.stop()
+
+
+def upstream_config(upstream: Registry) -> str:
+    """Config TOML: ``upstream``'s login server and ``docker.io`` both served by ``upstream``."""
+    return (
+        f'\n[upstreams."{upstream.login_server}"]\nurl = "{upstream.url}"\n'
+        f'\n[upstreams."docker.io"]\nurl = "{upstream.url}"\n'
+    )
+
+
+def start_entrepot(
+    parent: Path, upstream: Registry, env: dict[str, str] | None = None
+) -> InProcessServer:
+    """A server with rule ``upstream-lib`` (``<upstream>/lib/*`` -> ``up/*``) and
+    ``hub-library`` (``docker.io/library/*`` -> ``hub/*``, Docker Hub being ``upstream``)."""
+    server = _new_server(
+        InProcessServer, parent, name="entrepot", extra=upstream_config(upstream), env=env or {}
+    )
+    server.start()
+    put_rule(server, "upstream-lib", f"{upstream.login_server}/lib/*", "up/*")
+    put_rule(server, "hub-library", "docker.io/library/*", "hub/*")
+    return server
+
+
+@pytest.fixture(scope="module")
+def entrepot(
+    tmp_path_factory: pytest.TempPathFactory, upstream: Registry
+) -> Iterator[InProcessServer]:
+    """entrepot with anonymous pull (it listens on loopback) in front of ``upstream``."""
+    server = start_entrepot(tmp_path_factory.mktemp("open"), upstream)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def locked(
+    tmp_path_factory: pytest.TempPathFactory, upstream: Registry
+) -> Iterator[InProcessServer]:
+    """entrepot with ``[registry] anonymous_pull = false`` in front of ``upstream``."""
+    server = start_entrepot(tmp_path_factory.mktemp("locked"), upstream, env=NO_ANONYMOUS)
+    yield server
+    server.stop()
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def unique(stem: str) -> str:
+    """A repository name no other test (or earlier run against the same upstream) uses."""
+    return f"{stem}-{secrets.token_hex(3)}"
+
+
+def upstream_agents(upstream: Registry, method: str, path: str) -> list[str]:
+    """The ``User-Agent`` of every ``method path`` request in the upstream's access log."""
+    pattern = re.compile(
+        rf'"{method} {re.escape(path)}(?:\?[^ ]*)? HTTP/1\.1" \d+ \d+ "[^"]*" "([^"]*)"'
+    )
+    return pattern.findall(upstream.log())
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def assert_fetched_once_by_entrepot(upstream: Registry, repository: str, blobs: list[str]) -> None:
+    """Each blob was fetched from ``upstream`` exactly once, and only ever by entrepot."""
+    time.sleep(0.2)  # the access log is written after the answer
+    for blob in blobs:
+        path = f"/v2/{repository}/blobs/{blob}"
+        assert wait_for_log(upstream, "GET", path, 1) == 1, upstream.log()[-2000:]
+        agents = upstream_agents(upstream, "GET", path)
+        assert agents and all(agent.startswith("entrepot") for agent in agents), agents
+
+
+# -- containerd ---------------------------------------------------------------------------------
+
+
+def test_ctr_pulls_through_entrepot_as_the_mirror_of_a_registry(
+    containerd: Containerd, entrepot: InProcessServer, upstream: Registry, tmp_path: Path
+) -> None:
+    """containerd asks the mirror of ``hosts.toml`` with ``?ns=<registry>``; entrepot resolves
+    ``<registry>/<name>`` by the rules' sources, so the node pulls the upstream's own name."""
+    repo = unique("lib/ctr")
+    digest = push_test_image(upstream, repo, "v1")
+    image = upstream.images[(repo, "v1")]
+    hosts = tmp_path / "certs.d"
+    write_hosts(hosts, upstream.login_server, server=upstream.url, mirror=entrepot.url)
+    reference = f"{upstream.login_server}/{repo}:v1"
+
+    done = containerd.pull(reference, hosts_dir=hosts, namespace="mirror")
+    assert done.returncode == 0, done.stderr + containerd.log()[-3000:]
+    listed = containerd.ctr("images", "ls", namespace="mirror")
+    assert reference in listed.stdout and digest in listed.stdout, listed.stdout
+    assert containerd.content(digest, namespace="mirror") == image.manifest
+    for blob in (image.config_digest, image.layer_digest):
+        assert containerd.content(blob, namespace="mirror") == image.blobs[blob]
+    assert_fetched_once_by_entrepot(upstream, repo, [image.config_digest, image.layer_digest])
+    tag = f"/v2/{repo}/manifests/v1"
+    assert all(agent.startswith("entrepot") for agent in upstream_agents(upstream, "GET", tag))
+    manifest_gets = upstream_requests(upstream, "GET", tag)
+    assert manifest_gets >= 1
+    # what containerd pulled is in entrepot's cache, under the rule's target
+    target = repo.replace("lib/", "up/", 1)
+    blob = requests.get(f"{entrepot.url}/v2/{target}/blobs/{image.layer_digest}", timeout=30)
+    assert blob.status_code == 200 and blob.headers[CACHE] == "hit"
+
+    again = containerd.pull(reference, hosts_dir=hosts, namespace="mirror-again")
+    assert again.returncode == 0, again.stderr
+    time.sleep(0.2)
+    assert upstream_requests(upstream, "GET", tag) == manifest_gets  # the tag is fresh
+    assert_fetched_once_by_entrepot(upstream, repo, [image.config_digest, image.layer_digest])
+
+
+def test_ctr_uses_entrepot_as_its_docker_hub_mirror_with_plain_names(
+    containerd: Containerd, entrepot: InProcessServer, upstream: Registry, tmp_path: Path
+) -> None:
+    """The headline set-up: ``certs.d/docker.io/hosts.toml`` names entrepot as the mirror, and
+    ``ctr images pull docker.io/library/NAME:TAG`` goes through the rule ``docker.io/library/*``
+    (Docker Hub here is a loopback registry, also the ``server`` containerd falls back to)."""
+    name = unique("ctrhub")
+    digest = push_test_image(upstream, f"library/{name}", "3.20")
+    image = upstream.images[(f"library/{name}", "3.20")]
+    hosts = tmp_path / "certs.d"
+    write_hosts(hosts, "docker.io", server=upstream.url, mirror=entrepot.url)
+
+    done = containerd.pull(f"docker.io/library/{name}:3.20", hosts_dir=hosts, namespace="hub")
+    assert done.returncode == 0, done.stderr + containerd.log()[-3000:]
+    listed = containerd.ctr("images", "ls", namespace="hub")
+    assert f"docker.io/library/{name}:3.20" in listed.stdout and digest in listed.stdout
+    assert (
+        containerd.content(image.layer_digest, namespace="hub") == image.blobs[image.layer_digest]
+    )
+    assert_fetched_once_by_entrepot(
+        upstream, f"library/{name}", [image.config_digest, image.layer_digest]
+    )
+    cached = requests.get(f"{entrepot.url}/v2/hub/{name}/manifests/{digest}", timeout=30)
+    assert cached.status_code == 200 and cached.headers[CACHE] == "hit"
+    assert cached.content == image.manifest
+
+
+def test_ctr_with_a_token_when_anonymous_pull_is_off(
+    containerd: Containerd, locked: InProcessServer, upstream: Registry, tmp_path: Path
+) -> None:
+    """hosts.toml carries ``Authorization: Basic NAME:TOKEN`` for the mirror (or ``ctr --user``
+    answers entrepot's Basic challenge); without it the mirror refuses and nothing is pulled
+    through it."""
+    token = make_token(locked, "ctr-node", "pull")
+    repo = unique("lib/ctrauth")
+    digest = push_test_image(upstream, repo, "v1")
+    image = upstream.images[(repo, "v1")]
+    closed = f"http://127.0.0.1:{_closed_port()}"  # no fallback: only the mirror can answer
+
+    without = tmp_path / "without"
+    write_hosts(without, upstream.login_server, server=closed, mirror=locked.url)
+    refused = containerd.pull(f"{upstream.login_server}/{repo}:v1", hosts_dir=without)
+    assert refused.returncode != 0
+    assert "401" in refused.stderr or "unauthorized" in refused.stderr.lower(), refused.stderr
+
+    wrong = tmp_path / "wrong"
+    write_hosts(
+        wrong, upstream.login_server, server=closed, mirror=locked.url,
+        header={"Authorization": basic("ctr-node", "not-the-token")},
+    )  # fmt: skip
+    assert containerd.pull(f"{upstream.login_server}/{repo}:v1", hosts_dir=wrong).returncode != 0
+    assert upstream_requests(upstream, "GET", f"/v2/{repo}/manifests/v1") == 0
+
+    with_header = tmp_path / "header"
+    write_hosts(
+        with_header, upstream.login_server, server=closed, mirror=locked.url,
+        header={"Authorization": basic("ctr-node", token)},
+    )  # fmt: skip
+    done = containerd.pull(
+        f"{upstream.login_server}/{repo}:v1", hosts_dir=with_header, namespace="token"
+    )
+    assert done.returncode == 0, done.stderr + containerd.log()[-3000:]
+    assert containerd.content(digest, namespace="token") == image.manifest
+    assert (
+        containerd.content(image.layer_digest, namespace="token") == image.blobs[image.layer_digest]
+    )
+    assert_fetched_once_by_entrepot(upstream, repo, [image.config_digest, image.layer_digest])
+
+    # ctr --user: containerd answers entrepot's `WWW-Authenticate: Basic` challenge
+    repo2 = unique("lib/ctruser")
+    digest2 = push_test_image(upstream, repo2, "v1")
+    user = containerd.pull(
+        f"{upstream.login_server}/{repo2}:v1", hosts_dir=without, namespace="user",
+        options=["--user", f"ctr-node:{token}"],
+    )  # fmt: skip
+    assert user.returncode == 0, user.stderr
+    assert containerd.content(digest2, namespace="user") == upstream.images[(repo2, "v1")].manifest
+
+
+def _closed_port() -> int:
+    from tests.registries import free_port
+
+    return free_port()  # bound and released: nothing listens there
+
+
+# -- oras ---------------------------------------------------------------------------------------
+
+
+def oras_push_artifact(
+    upstream: Registry, repo: str, tag: str, files: dict[str, bytes], into: Path
+) -> str:
+    """Push ``files`` (name -> content) as an ORAS artifact to ``upstream`` with the oras client
+    itself; returns the manifest digest the upstream reports."""
+    import oras.client
+
+    into.mkdir(parents=True)
+    paths = []
+    for name, content in files.items():
+        (into / name).write_bytes(content)
+        paths.append(name)
+    client = oras.client.OrasClient(hostname=upstream.login_server, insecure=True)
+    cwd = os.getcwd()
+    os.chdir(into)  # oras names each layer after the path it is given: keep them relative
+    try:
+        response = client.push(target=f"{upstream.login_server}/{repo}:{tag}", files=paths)
+    finally:
+        os.chdir(cwd)
+    assert response.status_code == 201, response.text
+    head = requests.head(
+        f"{upstream.url}/v2/{repo}/manifests/{tag}",
+        headers={"Accept": OCI_MANIFEST},
+        timeout=30,
+    )
+    return head.headers["Docker-Content-Digest"]
+
+
+def test_oras_pulls_an_artifact_and_an_image_through_entrepot(
+    entrepot: InProcessServer, upstream: Registry, tmp_path: Path
+) -> None:
+    import oras.client
+
+    repo = unique("lib/oras")
+    files = {"readme.txt": b"pulled through entrepot\n", "data.bin": os.urandom(300_000)}
+    digest = oras_push_artifact(upstream, repo, "v1", files, tmp_path / "pushed")
+    target = repo.replace("lib/", "up/", 1)
+    host = f"127.0.0.1:{entrepot.port}"
+    client = oras.client.OrasClient(hostname=host, insecure=True)
+
+    manifest = client.get_manifest(f"{host}/{target}:v1")
+    layers = {
+        layer["annotations"]["org.opencontainers.image.title"]: layer
+        for layer in manifest["layers"]
+    }
+    assert set(layers) == set(files)
+    for name, content in files.items():
+        assert layers[name]["digest"] == sha256(content) and layers[name]["size"] == len(content)
+    pulled = client.pull(target=f"{host}/{target}:v1", outdir=str(tmp_path / "pulled"))
+    assert sorted(Path(p).name for p in pulled) == sorted(files)
+    for path in pulled:
+        assert Path(path).read_bytes() == files[Path(path).name]
+    assert_fetched_once_by_entrepot(upstream, repo, [sha256(c) for c in files.values()])
+    by_digest = requests.get(f"{entrepot.url}/v2/{target}/manifests/{digest}", timeout=30)
+    assert by_digest.status_code == 200 and by_digest.headers[CACHE] == "hit"
+    assert by_digest.headers["Docker-Content-Digest"] == digest
+
+    # a container image: oras fetches its layers by digest
+    image_repo = unique("lib/orasimg")
+    push_test_image(upstream, image_repo, "v1")
+    image = upstream.images[(image_repo, "v1")]
+    image_target = image_repo.replace("lib/", "up/", 1)
+    got = client.get_manifest(f"{host}/{image_target}:v1")
+    assert got == json.loads(image.manifest)
+    assert got["config"]["mediaType"] == OCI_CONFIG
+    out = tmp_path / "layer"
+    client.download_blob(f"{host}/{image_target}:v1", image.layer_digest, str(out))
+    assert sha256(out.read_bytes()) == image.layer_digest
+
+
+def test_oras_with_a_token_when_anonymous_pull_is_off(
+    locked: InProcessServer, upstream: Registry, tmp_path: Path
+) -> None:
+    import oras.client
+
+    token = make_token(locked, "oras-ci", "pull")
+    repo = unique("lib/orasauth")
+    files = {"a.txt": b"only with a token\n"}
+    oras_push_artifact(upstream, repo, "v1", files, tmp_path / "pushed")
+    host = f"127.0.0.1:{locked.port}"
+    target = f"{host}/{repo.replace('lib/', 'up/', 1)}:v1"
+
+    wrong = oras.client.OrasClient(hostname=host, insecure=True, auth_backend="basic")
+    wrong.auth.set_basic_auth("oras-ci", "not-the-token")
+    with pytest.raises(ValueError, match="Unauthorized"):
+        wrong.pull(target=target, outdir=str(tmp_path / "refused"))
+    assert not (tmp_path / "refused").exists()
+    client = oras.client.OrasClient(hostname=host, insecure=True, auth_backend="basic")
+    client.login("oras-ci", token, hostname=host, config_path=str(tmp_path / "auth.json"))
+    pulled = client.pull(target=target, outdir=str(tmp_path / "pulled"))
+    assert [Path(p).read_bytes() for p in pulled] == [files["a.txt"]]
+
+
+# -- skopeo -------------------------------------------------------------------------------------
+
+
+def test_skopeo_copy_with_a_pull_token(
+    locked: InProcessServer, upstream: Registry, tmp_path: Path
+) -> None:
+    """``anonymous_pull = false``: ``skopeo copy --src-creds NAME:TOKEN`` pulls the image; a
+    wrong token or none is a clear 401 and nothing is fetched upstream."""
+    require_tools("skopeo")
+    token = make_token(locked, "skopeo-ci", "pull")
+    repo = unique("lib/skopeo")
+    digest = push_test_image(upstream, repo, "v1")
+    image = upstream.images[(repo, "v1")]
+    source = f"docker://127.0.0.1:{locked.port}/{repo.replace('lib/', 'up/', 1)}:v1"
+
+    def copy(*creds: str, into: str) -> tuple[int, str]:
+        done = skopeo(
+            "--insecure-policy", "copy", "--src-tls-verify=false", *creds, source,
+            f"dir:{tmp_path / into}", home=tmp_path,
+        )  # fmt: skip
+        return done.returncode, done.stderr
+
+    for creds in (["--src-creds", "skopeo-ci:wrong-token"], ["--src-no-creds"]):
+        code, stderr = copy(*creds, into="refused")
+        assert code != 0
+        assert "401" in stderr or "unauthorized" in stderr.lower(), stderr
+        assert token not in stderr
+    assert upstream_requests(upstream, "GET", f"/v2/{repo}/manifests/v1") == 0
+
+    code, stderr = copy("--src-creds", f"skopeo-ci:{token}", into="pulled")
+    assert code == 0, stderr
+    pulled = tmp_path / "pulled"
+    assert (pulled / "manifest.json").read_bytes() == image.manifest
+    assert sha256((pulled / "manifest.json").read_bytes()) == digest
+    for blob in (image.config_digest, image.layer_digest):
+        assert sha256((pulled / blob.removeprefix("sha256:")).read_bytes()) == blob
+    assert_fetched_once_by_entrepot(upstream, repo, [image.config_digest, image.layer_digest])
+
+
+# -- a large layer ------------------------------------------------------------------------------
+
+LARGE = 100 * 1024 * 1024 + 12345  # a little over 100 MiB
+
+
+def write_random_tar(path: Path, size: int) -> tuple[str, int]:
+    """Write an uncompressed tar holding one file, ``big.bin``, of ``size`` random bytes (one
+    random MiB, each copy salted with its index, so no two MiB are equal), hashing as it
+    writes; (digest, size) of the tar."""
+    block = os.urandom(1 << 20)
+    hasher = hashlib.sha256()
+    info = tarfile.TarInfo("big.bin")
+    info.size = size
+    info.mode = 0o644
+    with path.open("wb") as out:
+
+        def put(data: bytes) -> None:
+            hasher.update(data)
+            out.write(data)
+
+        put(info.tobuf(format=tarfile.PAX_FORMAT))
+        left, index = size, 0
+        while left:
+            chunk = (index.to_bytes(8, "big") + block[8:])[:left]
+            put(chunk)
+            left -= len(chunk)
+            index += 1
+        put(bytes(-size % tarfile.BLOCKSIZE) + bytes(2 * tarfile.BLOCKSIZE))
+        put(bytes(-out.tell() % tarfile.RECORDSIZE))
+        total = out.tell()
+    return "sha256:" + hasher.hexdigest(), total
+
+
+def build_large_layout(directory: Path, tag: str, size: int) -> tuple[str, str, int]:
+    """An OCI layout of one image whose only layer is an uncompressed tar holding one file of
+    ``size`` random bytes, written to disk as it is made; (manifest digest, layer digest,
+    layer size)."""
+    blobs = directory / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    layer_path = directory / "layer.tar"
+    layer_digest, layer_size = write_random_tar(layer_path, size)
+    layer_path.rename(blobs / layer_digest.removeprefix("sha256:"))
+    config = json.dumps(
+        {"architecture": "amd64", "os": "linux", "config": {},
+         "rootfs": {"type": "layers", "diff_ids": [layer_digest]}},
+        separators=(",", ":"),
+    ).encode()  # fmt: skip
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": sha256(config), "size": len(config)},
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": layer_digest,
+                    "size": layer_size,
+                }
+            ],
+        },
+        separators=(",", ":"),
+    ).encode()
+    for data in (config, manifest):
+        (blobs / sha256(data).removeprefix("sha256:")).write_bytes(data)
+    (directory / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
+    index = {
+        "schemaVersion": 2,
+        "manifests": [
+            {"mediaType": OCI_MANIFEST, "digest": sha256(manifest), "size": len(manifest),
+             "annotations": {"org.opencontainers.image.ref.name": tag}}
+        ],
+    }  # fmt: skip
+    (directory / "index.json").write_text(json.dumps(index))
+    return sha256(manifest), layer_digest, layer_size
+
+
+@pytest.mark.slow
+def test_a_large_layer_is_pulled_cold_with_one_upstream_get(
+    entrepot: InProcessServer, upstream: Registry, tmp_path: Path
+) -> None:
+    require_tools("skopeo")
+    repo = unique("lib/large")
+    layout = tmp_path / "layout"
+    digest, layer, size = build_large_layout(layout, "v1", LARGE)
+    assert size > 100 * 1024 * 1024
+    pushed = skopeo(
+        "--insecure-policy", "copy", "--quiet", "--preserve-digests", "--dest-tls-verify=false",
+        "--dest-no-creds", f"oci:{layout}:v1", f"docker://{upstream.login_server}/{repo}:v1",
+        home=tmp_path,
+    )  # fmt: skip
+    assert pushed.returncode == 0, pushed.stderr
+    (layout / "blobs" / "sha256" / layer.removeprefix("sha256:")).unlink()  # disk: one copy less
+
+    into = tmp_path / "pulled"
+    started = time.monotonic()
+    done = skopeo(
+        "--insecure-policy", "copy", "--src-tls-verify=false", "--src-no-creds",
+        f"docker://127.0.0.1:{entrepot.port}/{repo.replace('lib/', 'up/', 1)}:v1", f"dir:{into}",
+        home=tmp_path,
+    )  # fmt: skip
+    elapsed = time.monotonic() - started
+    assert done.returncode == 0, done.stderr + entrepot.log()[-3000:]
+    assert sha256((into / "manifest.json").read_bytes()) == digest
+    pulled = into / layer.removeprefix("sha256:")
+    assert pulled.stat().st_size == size
+    hasher = hashlib.sha256()
+    with pulled.open("rb") as f:
+        while chunk := f.read(1 << 22):
+            hasher.update(chunk)
+    assert "sha256:" + hasher.hexdigest() == layer
+    assert_fetched_once_by_entrepot(upstream, repo, [layer])
+    print(f"cold pull of a {size / 2**20:.0f} MiB layer through entrepot: {elapsed:.2f} s")
+
+
+# -- private upstreams through a credential set -------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["basic", "token"])
+def test_skopeo_pulls_a_private_upstream_through_a_rule_with_a_credential_set(
+    kind: str,
+    registry_factory: Callable[..., Registry],
+    server_factory: Callable[..., InProcessServer],
+    tmp_path: Path,
+) -> None:
+    """An htpasswd upstream whose credentials are in the built-in vault, and a token-auth
+    upstream whose credentials are ``file:///`` secrets: anonymous clients pull through the
+    rule, entrepot logs in upstream with the set's credentials."""
+    require_tools("skopeo")
+    private = registry_factory(kind)
+    repo = "lib/private"
+    digest = push_test_image(private, repo, "v1")
+    image = private.images[(repo, "v1")]
+    direct = skopeo(
+        "inspect", "--tls-verify=false", "--no-creds", f"docker://{private.login_server}/{repo}:v1",
+        home=tmp_path,
+    )  # fmt: skip
+    assert direct.returncode != 0  # the upstream is private indeed
+
+    secrets_dir = tmp_path / "secrets"
+    extra = upstreams(private.login_server)
+    if kind == "token":
+        extra += ALLOW_LOOPBACK_REALMS  # the token realm is on loopback too
+        extra += f'\n[secrets]\nfile_enabled = true\nfile_roots = ["{secrets_dir}"]\n'
+    server = server_factory(extra)
+    if kind == "basic":
+        api = Api(server)
+        api.vault("pullvault")
+        api.secret("pullvault", "user", private.username)
+        api.secret("pullvault", "pass", private.password)
+        username_id, password_id = kv("pullvault", "user"), kv("pullvault", "pass")
+    else:
+        secrets_dir.mkdir(mode=0o700)
+        for name, value in (("user", private.username), ("pass", private.password)):
+            (secrets_dir / name).write_text(value + "\n")
+            (secrets_dir / name).chmod(0o600)
+        username_id, password_id = (f"file://{secrets_dir / n}" for n in ("user", "pass"))
+    with server.client() as client:
+        created = create(client, "private-creds", private.login_server, username_id, password_id)
+        if kind == "basic":
+            api.grant("pullvault", created.identity.principal_id)
+        assert_healthy(validate(client, "private-creds"))
+    response = requests.put(
+        f"{server.url}{server.registry_path}/cacheRules/private-rule",
+        params={"api-version": "2025-04-01"},
+        json={
+            "properties": {
+                "sourceRepository": f"{private.login_server}/lib/*",
+                "targetRepository": "priv/*",
+                "credentialSetResourceId": f"{server.registry_path}/credentialSets/private-creds",
+            }
+        },
+        headers=server.headers(),
+        timeout=30,
+    )
+    assert response.status_code in (200, 201), response.text
+
+    into = tmp_path / "pulled"
+    done = skopeo(
+        "--insecure-policy", "copy", "--src-tls-verify=false", "--src-no-creds",
+        f"docker://127.0.0.1:{server.port}/priv/private:v1", f"dir:{into}", home=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr + server.log()[-3000:]
+    assert (into / "manifest.json").read_bytes() == image.manifest
+    assert sha256(image.manifest) == digest
+    for blob in (image.config_digest, image.layer_digest):
+        assert sha256((into / blob.removeprefix("sha256:")).read_bytes()) == blob
+    assert_fetched_once_by_entrepot(private, repo, [image.config_digest, image.layer_digest])
+    if kind == "token":
+        assert private.token_server is not None
+        granted = [
+            hit
+            for hit in private.token_server.hits
+            if hit.username == private.username and hit.status == 200
+            and f"repository:{repo}:pull" in hit.scopes
+        ]  # fmt: skip
+        assert granted, private.token_server.hits
+    assert private.password not in server.log()

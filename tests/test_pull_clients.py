@@ -359,7 +359,7 @@ def test_oras_with_a_token_when_anonymous_pull_is_off(
         wrong.pull(target=target, outdir=str(tmp_path / "refused"))
     assert not (tmp_path / "refused").exists()
     client = oras.client.OrasClient(hostname=host, insecure=True, auth_backend="basic")
-    client.login("oras-ci", token, hostname=host, config_path=str(tmp_path / "auth.json"))
+    client.auth.set_basic_auth("oras-ci", token)
     pulled = client.pull(target=target, outdir=str(tmp_path / "pulled"))
     assert [Path(p).read_bytes() for p in pulled] == [files["a.txt"]]
 
@@ -401,6 +401,55 @@ def test_skopeo_copy_with_a_pull_token(
     for blob in (image.config_digest, image.layer_digest):
         assert sha256((pulled / blob.removeprefix("sha256:")).read_bytes()) == blob
     assert_fetched_once_by_entrepot(upstream, repo, [image.config_digest, image.layer_digest])
+
+    # `skopeo login` (what `docker login` does), then a pull of a Docker Hub image by
+    # entrepot's name, as `docker pull 127.0.0.1:PORT/hub/NAME:TAG` asks for it
+    name = unique("loggedin")
+    hub_digest = push_test_image(upstream, f"library/{name}", "3.20")
+    authfile = tmp_path / "auth.json"
+    address = f"127.0.0.1:{locked.port}"
+    login = skopeo(
+        "login", "--tls-verify=false", "--authfile", str(authfile), "-u", "skopeo-ci",
+        "-p", token, address, home=tmp_path,
+    )  # fmt: skip
+    assert login.returncode == 0 and "Login Succeeded" in login.stdout, login.stderr
+    hub = tmp_path / "hub"
+    done = skopeo(
+        "--insecure-policy", "copy", "--src-tls-verify=false", "--authfile", str(authfile),
+        f"docker://{address}/hub/{name}:3.20", f"dir:{hub}", home=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert sha256((hub / "manifest.json").read_bytes()) == hub_digest
+
+
+def test_docker_registry_mirrors_names_are_rule_targets(
+    server_factory: Callable[..., InProcessServer], upstream: Registry, tmp_path: Path
+) -> None:
+    """dockerd's ``registry-mirrors`` asks the mirror for ``library/NAME`` without ``ns``: a
+    rule whose target is ``library/*`` serves it (pulled here with skopeo by that same path),
+    and ``HEAD`` says where the answer came from (the README's ``curl -sI``)."""
+    server = server_factory(upstream_config(upstream))
+    put_rule(server, "hub-mirror", "docker.io/library/*", "library/*")
+    name = unique("mirrored")
+    digest = push_test_image(upstream, f"library/{name}", "3.20")
+    image = upstream.images[(f"library/{name}", "3.20")]
+    url = f"{server.url}/v2/library/{name}/manifests/3.20"
+    cold = requests.head(url, timeout=30)
+    assert cold.status_code == 200 and cold.headers[CACHE] == "miss"
+    assert cold.headers["Docker-Content-Digest"] == digest
+    into = tmp_path / "pulled"
+    done = skopeo(
+        "--insecure-policy", "copy", "--src-tls-verify=false", "--src-no-creds",
+        f"docker://127.0.0.1:{server.port}/library/{name}:3.20", f"dir:{into}", home=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (into / "manifest.json").read_bytes() == image.manifest
+    warm = requests.head(url, timeout=30)
+    assert warm.status_code == 200 and warm.headers[CACHE] == "hit"
+    assert warm.headers["Docker-Content-Digest"] == digest
+    assert_fetched_once_by_entrepot(
+        upstream, f"library/{name}", [image.config_digest, image.layer_digest]
+    )
 
 
 # -- a large layer ------------------------------------------------------------------------------

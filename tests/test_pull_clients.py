@@ -10,8 +10,9 @@ loopback registry. Upstream requests are counted, and their clients told apart b
 
 from __future__ import annotations
 
-import base64
+import gzip
 import hashlib
+import io
 import json
 import os
 import re
@@ -19,6 +20,7 @@ import secrets
 import tarfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -30,6 +32,7 @@ from tests.registries import (
     OCI_CONFIG,
     OCI_MANIFEST,
     Registry,
+    free_port,
     push_test_image,
     require_tools,
     start_registry,
@@ -44,7 +47,7 @@ from tests.test_credential_health import (
     validate,
 )
 from tests.test_pull_cache import upstream_requests, wait_for_log
-from tests.test_registry_routes import NO_ANONYMOUS, make_token, put_rule, skopeo
+from tests.test_registry_routes import NO_ANONYMOUS, basic, make_token, put_rule, skopeo
 
 CACHE = "X-Entrepot-Cache"
 
@@ -130,10 +133,6 @@ def upstream_agents(upstream: Registry, method: str, path: str) -> list[str]:
     return pattern.findall(upstream.log())
 
 
-def basic(user: str, password: str) -> str:
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-
-
 def assert_fetched_once_by_entrepot(upstream: Registry, repository: str, blobs: list[str]) -> None:
     """Each blob was fetched from ``upstream`` exactly once, and only ever by entrepot."""
     time.sleep(0.2)  # the access log is written after the answer
@@ -151,7 +150,8 @@ def test_ctr_pulls_through_entrepot_as_the_mirror_of_a_registry(
     containerd: Containerd, entrepot: InProcessServer, upstream: Registry, tmp_path: Path
 ) -> None:
     """containerd asks the mirror of ``hosts.toml`` with ``?ns=<registry>``; entrepot resolves
-    ``<registry>/<name>`` by the rules' sources, so the node pulls the upstream's own name."""
+    ``<registry>/<name>`` by the rules' sources, so the node pulls the upstream's own name (no
+    rule has the target ``lib/...``: only mirror mode can answer for it)."""
     repo = unique("lib/ctr")
     digest = push_test_image(upstream, repo, "v1")
     image = upstream.images[(repo, "v1")]
@@ -220,7 +220,7 @@ def test_ctr_with_a_token_when_anonymous_pull_is_off(
     repo = unique("lib/ctrauth")
     digest = push_test_image(upstream, repo, "v1")
     image = upstream.images[(repo, "v1")]
-    closed = f"http://127.0.0.1:{_closed_port()}"  # no fallback: only the mirror can answer
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens: only the mirror can answer
 
     without = tmp_path / "without"
     write_hosts(without, upstream.login_server, server=closed, mirror=locked.url)
@@ -262,10 +262,133 @@ def test_ctr_with_a_token_when_anonymous_pull_is_off(
     assert containerd.content(digest2, namespace="user") == upstream.images[(repo2, "v1")].manifest
 
 
-def _closed_port() -> int:
-    from tests.registries import free_port
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 
-    return free_port()  # bound and released: nothing listens there
+
+def _canonical(value: object) -> bytes:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
+
+
+@dataclass
+class PlatformImage:
+    """One child of a :class:`MultiPlatformImage`: its manifest, config and layer digests."""
+
+    manifest: str
+    config: str
+    layer: str
+
+
+@dataclass
+class MultiPlatformImage:
+    """An OCI index pushed by :func:`push_multiplatform`; ``blobs`` holds every manifest and
+    blob by digest."""
+
+    index: str
+    platforms: dict[str, PlatformImage]
+    blobs: dict[str, bytes]
+
+
+def push_multiplatform(upstream: Registry, repo: str, tag: str, into: Path) -> MultiPlatformImage:
+    """Push an OCI index of a linux/amd64 and a linux/arm64 image (one small gzip layer each,
+    holding ``platform.txt``) to ``upstream`` as ``repo:tag`` with ``skopeo copy --all``."""
+    blobs: dict[str, bytes] = {}
+    platforms: dict[str, PlatformImage] = {}
+    entries = []
+    for arch in ("amd64", "arm64"):
+        raw = io.BytesIO()
+        with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            content = f"{repo} for linux/{arch}\n".encode()
+            info = tarfile.TarInfo("platform.txt")
+            info.size, info.mtime, info.mode = len(content), 0, 0o644
+            tar.addfile(info, io.BytesIO(content))
+        layer = gzip.compress(raw.getvalue(), mtime=0)
+        config = _canonical(
+            {"architecture": arch, "os": "linux", "config": {},
+             "rootfs": {"type": "layers", "diff_ids": [sha256(raw.getvalue())]}}
+        )  # fmt: skip
+        manifest = _canonical(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "config": {"mediaType": OCI_CONFIG, "digest": sha256(config), "size": len(config)},
+                "layers": [
+                    {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                     "digest": sha256(layer), "size": len(layer)}
+                ],
+            }
+        )  # fmt: skip
+        for data in (layer, config, manifest):
+            blobs[sha256(data)] = data
+        platforms[arch] = PlatformImage(sha256(manifest), sha256(config), sha256(layer))
+        entries.append(
+            {"mediaType": OCI_MANIFEST, "digest": sha256(manifest), "size": len(manifest),
+             "platform": {"architecture": arch, "os": "linux"}}
+        )  # fmt: skip
+    index = _canonical({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries})
+    blobs[sha256(index)] = index
+    blob_dir = into / "blobs" / "sha256"
+    blob_dir.mkdir(parents=True)
+    for digest, data in blobs.items():
+        (blob_dir / digest.removeprefix("sha256:")).write_bytes(data)
+    (into / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
+    (into / "index.json").write_text(
+        json.dumps(
+            {"schemaVersion": 2, "manifests": [
+                {"mediaType": OCI_INDEX, "digest": sha256(index), "size": len(index),
+                 "annotations": {"org.opencontainers.image.ref.name": tag}}
+            ]}
+        )
+    )  # fmt: skip
+    pushed = skopeo(
+        "--insecure-policy", "copy", "--all", "--quiet", "--preserve-digests",
+        "--dest-tls-verify=false", "--dest-no-creds", f"oci:{into}:{tag}",
+        f"docker://{upstream.login_server}/{repo}:{tag}", home=into,
+    )  # fmt: skip
+    assert pushed.returncode == 0, pushed.stderr
+    return MultiPlatformImage(sha256(index), platforms, blobs)
+
+
+def test_ctr_pulls_its_platform_of_a_multi_platform_image(
+    containerd: Containerd, entrepot: InProcessServer, upstream: Registry, tmp_path: Path
+) -> None:
+    """ctr resolves the index through the mirror and fetches only its own platform's manifest
+    and blobs; ``--platform linux/arm64`` then fetches the other child; a pull by the index
+    digest makes no upstream request."""
+    repo = unique("lib/multi")
+    image = push_multiplatform(upstream, repo, "v1", tmp_path / "layout")
+    amd64, arm64, blobs = image.platforms["amd64"], image.platforms["arm64"], image.blobs
+    hosts = tmp_path / "certs.d"
+    write_hosts(hosts, upstream.login_server, server=upstream.url, mirror=entrepot.url)
+    reference = f"{upstream.login_server}/{repo}:v1"
+
+    done = containerd.pull(reference, hosts_dir=hosts, namespace="multi",
+                           options=["--platform", "linux/amd64"])  # fmt: skip
+    assert done.returncode == 0, done.stderr + containerd.log()[-3000:]
+    listed = containerd.ctr("images", "ls", namespace="multi")
+    assert image.index in listed.stdout, listed.stdout
+    for digest in (image.index, amd64.manifest, amd64.config, amd64.layer):
+        assert containerd.content(digest, namespace="multi") == blobs[digest]
+    assert_fetched_once_by_entrepot(upstream, repo, [amd64.config, amd64.layer])
+    for digest in (arm64.config, arm64.layer):
+        assert upstream_requests(upstream, "GET", f"/v2/{repo}/blobs/{digest}") == 0
+    arm_path = f"/v2/{repo}/manifests/{arm64.manifest}"
+    assert upstream_requests(upstream, "GET", arm_path) == 0
+
+    other = containerd.pull(reference, hosts_dir=hosts, namespace="multi-arm",
+                            options=["--platform", "linux/arm64"])  # fmt: skip
+    assert other.returncode == 0, other.stderr
+    for digest in (arm64.manifest, arm64.layer):
+        assert containerd.content(digest, namespace="multi-arm") == blobs[digest]
+    assert_fetched_once_by_entrepot(upstream, repo, [arm64.config, arm64.layer])
+    assert all(a.startswith("entrepot") for a in upstream_agents(upstream, "GET", arm_path))
+
+    requests_before = upstream.log().count('"GET ') + upstream.log().count('"HEAD ')
+    by_digest = containerd.pull(f"{upstream.login_server}/{repo}@{image.index}",
+                                hosts_dir=hosts, namespace="multi-digest")  # fmt: skip
+    assert by_digest.returncode == 0, by_digest.stderr
+    time.sleep(0.2)
+    after = upstream.log().count('"GET ') + upstream.log().count('"HEAD ')
+    assert after == requests_before  # all of it from entrepot's cache
 
 
 # -- oras ---------------------------------------------------------------------------------------

@@ -50,6 +50,7 @@ from tests.test_pull_cache import upstream_requests, wait_for_log
 from tests.test_registry_routes import NO_ANONYMOUS, basic, make_token, put_rule, skopeo
 
 CACHE = "X-Entrepot-Cache"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 
 
 # -- shared fixtures ----------------------------------------------------------------------------
@@ -208,6 +209,65 @@ def test_ctr_uses_entrepot_as_its_docker_hub_mirror_with_plain_names(
     cached = requests.get(f"{entrepot.url}/v2/hub/{name}/manifests/{digest}", timeout=30)
     assert cached.status_code == 200 and cached.headers[CACHE] == "hit"
     assert cached.content == image.manifest
+
+
+def test_ctr_falls_back_to_the_registry_for_what_no_rule_covers(
+    containerd: Containerd, entrepot: InProcessServer, upstream: Registry, tmp_path: Path
+) -> None:
+    """A repository no rule covers is ``NAME_UNKNOWN`` at the mirror: containerd then asks the
+    registry itself (``server``), so a mirror that covers part of a registry breaks nothing."""
+    repo = unique("other/app")
+    digest = push_test_image(upstream, repo, "v1")
+    image = upstream.images[(repo, "v1")]
+    hosts = tmp_path / "certs.d"
+    write_hosts(hosts, upstream.login_server, server=upstream.url, mirror=entrepot.url)
+    mirror = requests.get(
+        f"{entrepot.url}/v2/{repo}/manifests/v1", params={"ns": upstream.login_server}, timeout=30
+    )
+    assert mirror.status_code == 404 and mirror.json()["errors"][0]["code"] == "NAME_UNKNOWN"
+
+    done = containerd.pull(f"{upstream.login_server}/{repo}:v1", hosts_dir=hosts, namespace="other")
+    assert done.returncode == 0, done.stderr
+    assert containerd.content(digest, namespace="other") == image.manifest
+    time.sleep(0.2)
+    agents = upstream_agents(upstream, "GET", f"/v2/{repo}/blobs/{image.layer_digest}")
+    assert agents and all(agent.startswith("containerd") for agent in agents), agents
+
+
+def test_ctr_pulls_a_docker_schema_2_image_through_the_mirror(
+    containerd: Containerd, entrepot: InProcessServer, upstream: Registry, tmp_path: Path
+) -> None:
+    """A Docker schema 2 manifest (pushed with ``skopeo copy --format v2s2``) reaches containerd
+    byte for byte, with its own media type."""
+    repo = unique("lib/docker")
+    push_test_image(upstream, repo, "oci")
+    converted = skopeo(
+        "--insecure-policy", "copy", "--quiet", "--src-tls-verify=false",
+        "--dest-tls-verify=false", "--src-no-creds", "--dest-no-creds", "--format", "v2s2",
+        f"docker://{upstream.login_server}/{repo}:oci",
+        f"docker://{upstream.login_server}/{repo}:v1", home=tmp_path,
+    )  # fmt: skip
+    assert converted.returncode == 0, converted.stderr
+    direct = requests.get(
+        f"{upstream.url}/v2/{repo}/manifests/v1",
+        headers={"Accept": DOCKER_MANIFEST},
+        timeout=30,
+    )
+    assert direct.headers["Content-Type"] == DOCKER_MANIFEST
+    digest = direct.headers["Docker-Content-Digest"]
+    layers = [layer["digest"] for layer in direct.json()["layers"]]
+    hosts = tmp_path / "certs.d"
+    write_hosts(hosts, upstream.login_server, server=upstream.url, mirror=entrepot.url)
+
+    done = containerd.pull(f"{upstream.login_server}/{repo}:v1", hosts_dir=hosts, namespace="v2s2")
+    assert done.returncode == 0, done.stderr + containerd.log()[-3000:]
+    assert containerd.content(digest, namespace="v2s2") == direct.content
+    target = repo.replace("lib/", "up/", 1)
+    cached = requests.get(f"{entrepot.url}/v2/{target}/manifests/{digest}", timeout=30)
+    assert cached.headers[CACHE] == "hit" and cached.headers["Content-Type"] == DOCKER_MANIFEST
+    agents = upstream_agents(upstream, "GET", f"/v2/{repo}/manifests/v1")
+    assert "entrepot" in agents and not any(a.startswith("containerd") for a in agents), agents
+    assert_fetched_once_by_entrepot(upstream, repo, layers)
 
 
 def test_ctr_with_a_token_when_anonymous_pull_is_off(
@@ -552,7 +612,8 @@ def test_docker_registry_mirrors_names_are_rule_targets(
     rule whose target is ``library/*`` serves it (pulled here with skopeo by that same path),
     and ``HEAD`` says where the answer came from (the README's ``curl -sI``)."""
     server = server_factory(upstream_config(upstream))
-    put_rule(server, "hub-mirror", "docker.io/library/*", "library/*")
+    put_rule(server, "hub-library", "docker.io/library/*", "hub/*")  # the quick start's
+    put_rule(server, "hub-mirror", "docker.io/library/*", "library/*")  # the README's addition
     name = unique("mirrored")
     digest = push_test_image(upstream, f"library/{name}", "3.20")
     image = upstream.images[(f"library/{name}", "3.20")]
@@ -573,6 +634,10 @@ def test_docker_registry_mirrors_names_are_rule_targets(
     assert_fetched_once_by_entrepot(
         upstream, f"library/{name}", [image.config_digest, image.layer_digest]
     )
+    hub = requests.get(f"{server.url}/v2/hub/{name}/manifests/3.20", timeout=30)
+    assert hub.status_code == 200 and hub.content == image.manifest  # the other rule still works
+    ns = requests.get(url, params={"ns": "docker.io"}, timeout=30)  # and mirror mode too
+    assert ns.status_code == 200 and ns.content == image.manifest
 
 
 # -- a large layer ------------------------------------------------------------------------------

@@ -166,16 +166,20 @@ def write_hosts(
     server: str,
     mirror: str,
     header: dict[str, str] | None = None,
+    ca: Path | None = None,
 ) -> Path:
     """Write ``hosts_dir/<host>/hosts.toml``: ``server`` is the registry's own endpoint (the
-    fallback), ``mirror`` (a URL) the host asked first, for pull and resolve, with the HTTP
-    ``header``s given (e.g. ``Authorization``); returns the file."""
+    fallback), ``mirror`` (a URL) the host asked first, for pull and resolve, trusting the CA
+    certificate ``ca`` (for ``https://``) and with the HTTP ``header``s given (e.g.
+    ``Authorization``); returns the file."""
     lines = [
         f'server = "{server}"',
         "",
         f'[host."{mirror}"]',
         '  capabilities = ["pull", "resolve"]',
     ]
+    if ca is not None:
+        lines.append(f'  ca = "{ca}"')
     if header:
         lines.append(f'  [host."{mirror}".header]')
         lines.extend(f'    {name} = ["{value}"]' for name, value in header.items())

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import InProcessServer, _new_server
+from tests.conftest import InProcessServer, ServerProcess, _new_server
 from tests.containerd import Containerd, start_containerd, write_hosts
 from tests.registries import (
     OCI_CONFIG,
@@ -35,6 +35,7 @@ from tests.registries import (
     free_port,
     push_test_image,
     require_tools,
+    self_signed,
     start_registry,
 )
 from tests.test_credential_health import (
@@ -112,6 +113,14 @@ def locked(
     server = start_entrepot(tmp_path_factory.mktemp("locked"), upstream, env=NO_ANONYMOUS)
     yield server
     server.stop()
+
+
+class HttpsProcess(ServerProcess):
+    """An ``entrepot serve`` process serving TLS on 127.0.0.1 (its ``url`` is ``https://``)."""
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -268,6 +277,45 @@ def test_ctr_pulls_a_docker_schema_2_image_through_the_mirror(
     agents = upstream_agents(upstream, "GET", f"/v2/{repo}/manifests/v1")
     assert "entrepot" in agents and not any(a.startswith("containerd") for a in agents), agents
     assert_fetched_once_by_entrepot(upstream, repo, layers)
+
+
+@pytest.mark.slow
+def test_ctr_pulls_from_entrepot_over_https_trusting_its_ca(
+    containerd: Containerd, upstream: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """entrepot serving TLS (``tls_cert``/``tls_key``, a real ``entrepot serve`` process): the
+    mirror host is ``https://``, and hosts.toml names the CA to trust (``ca = ...``)."""
+    keys = self_signed("entrepot mirror", hosts=("127.0.0.1",))
+    cert, key = keys.write(tmp_path, "mirror")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
+    server = _new_server(
+        HttpsProcess, tmp_path, name="tls", extra=upstream_config(upstream),
+        env={"ENTREPOT_SERVER_TLS_CERT": str(cert), "ENTREPOT_SERVER_TLS_KEY": str(key)},
+    )  # fmt: skip
+    server.start()
+    try:
+        put_rule(server, "upstream-lib", f"{upstream.login_server}/lib/*", "up/*")
+        repo = unique("lib/tls")
+        digest = push_test_image(upstream, repo, "v1")
+        image = upstream.images[(repo, "v1")]
+        closed = f"http://127.0.0.1:{free_port()}"  # nothing listens: only the mirror can answer
+
+        untrusted = tmp_path / "untrusted"
+        write_hosts(untrusted, upstream.login_server, server=closed, mirror=server.url)
+        refused = containerd.pull(f"{upstream.login_server}/{repo}:v1", hosts_dir=untrusted)
+        assert refused.returncode != 0
+        assert "certificate" in refused.stderr, refused.stderr
+
+        hosts = tmp_path / "certs.d"
+        write_hosts(hosts, upstream.login_server, server=closed, mirror=server.url, ca=cert)
+        done = containerd.pull(
+            f"{upstream.login_server}/{repo}:v1", hosts_dir=hosts, namespace="tls"
+        )
+        assert done.returncode == 0, done.stderr + server.log()[-3000:]
+        assert containerd.content(digest, namespace="tls") == image.manifest
+        assert_fetched_once_by_entrepot(upstream, repo, [image.config_digest, image.layer_digest])
+    finally:
+        server.stop()
 
 
 def test_ctr_with_a_token_when_anonymous_pull_is_off(

@@ -279,6 +279,37 @@ def test_ctr_pulls_a_docker_schema_2_image_through_the_mirror(
     assert_fetched_once_by_entrepot(upstream, repo, layers)
 
 
+@pytest.mark.slow  # the upstream's refused connections are retried with backoff
+def test_ctr_pulls_a_cached_image_while_the_upstream_is_down(
+    containerd: Containerd,
+    registry_factory: Callable[..., Registry],
+    server_factory: Callable[..., InProcessServer],
+    tmp_path: Path,
+) -> None:
+    """A node pulls an image that entrepot has cached after the upstream went away (and after
+    the tag's TTL): entrepot answers ``stale``, containerd takes it; an image it has not cached
+    fails."""
+    gone = registry_factory("open")
+    digest = push_test_image(gone, "lib/kept", "v1")
+    push_test_image(gone, "lib/never", "v1")
+    image = gone.images[("lib/kept", "v1")]
+    server = server_factory(upstream_config(gone) + "\n[cache]\ntag_ttl_seconds = 0\n")
+    put_rule(server, "upstream-lib", f"{gone.login_server}/lib/*", "up/*")
+    hosts = tmp_path / "certs.d"
+    write_hosts(hosts, gone.login_server, server=gone.url, mirror=server.url)
+    first = containerd.pull(f"{gone.login_server}/lib/kept:v1", hosts_dir=hosts)
+    assert first.returncode == 0, first.stderr
+
+    gone.stop()
+    stale = requests.head(f"{server.url}/v2/up/kept/manifests/v1", timeout=60)
+    assert stale.status_code == 200 and stale.headers[CACHE] == "stale"
+    again = containerd.pull(f"{gone.login_server}/lib/kept:v1", hosts_dir=hosts, namespace="down")
+    assert again.returncode == 0, again.stderr + server.log()[-3000:]
+    assert containerd.content(digest, namespace="down") == image.manifest
+    never = containerd.pull(f"{gone.login_server}/lib/never:v1", hosts_dir=hosts)
+    assert never.returncode != 0
+
+
 @pytest.mark.slow
 def test_ctr_pulls_from_entrepot_over_https_trusting_its_ca(
     containerd: Containerd, upstream: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

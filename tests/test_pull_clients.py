@@ -10,6 +10,7 @@ loopback registry. Upstream requests are counted, and their clients told apart b
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -546,12 +547,9 @@ def oras_push_artifact(
         (into / name).write_bytes(content)
         paths.append(name)
     client = oras.client.OrasClient(hostname=upstream.login_server, insecure=True)
-    cwd = os.getcwd()
-    os.chdir(into)  # oras names each layer after the path it is given: keep them relative
-    try:
+    # oras names each layer after the path it is given: keep the paths relative
+    with contextlib.chdir(into):
         response = client.push(target=f"{upstream.login_server}/{repo}:{tag}", files=paths)
-    finally:
-        os.chdir(cwd)
     assert response.status_code == 201, response.text
     head = requests.head(
         f"{upstream.url}/v2/{repo}/manifests/{tag}",

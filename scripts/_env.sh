@@ -78,3 +78,11 @@ ensure_registry_tools() {
     apt_install "${missing[@]}"
   fi
 }
+
+ensure_containerd() {
+  # tests/test_pull_clients.py starts a containerd daemon of its own (own root, state dir and
+  # socket; tests/containerd.py) and pulls through entrepot with its `ctr`.
+  if ! command -v containerd >/dev/null 2>&1 || ! command -v ctr >/dev/null 2>&1; then
+    apt_install containerd
+  fi
+}

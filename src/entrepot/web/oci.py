@@ -71,6 +71,7 @@ from entrepot.proxy import (
     CACHE_HEADER,
     BlobDescriptor,
     Engine,
+    ManifestContent,
     RegistryDirectory,
     Repository,
     Resolution,
@@ -326,16 +327,7 @@ class RegistryFace:
     ) -> web.Response:
         parsed = parse_reference(reference)
         content = await repository.manifests.get(parsed, _accepted(request))
-        digest = str(content.digest)
-        return web.Response(
-            body=content.data,
-            headers={
-                "Content-Type": content.media_type,
-                "Docker-Content-Digest": digest,
-                "ETag": f'"{digest}"',
-                CACHE_HEADER: content.origin.value,
-            },
-        )
+        return _manifest_response(content)
 
     async def blob(
         self, request: web.Request, repository: Repository, digest_text: str
@@ -449,11 +441,27 @@ class RegistryFace:
         self, request: web.Request, repository: Repository, digest_text: str
     ) -> web.Response:
         subject = Digest.parse(digest_text)
-        content = await repository.referrers.index(subject, request.query.get("artifactType"))
-        headers = {"Content-Type": content.media_type, CACHE_HEADER: content.origin.value}
-        if "artifactType" in request.query:
-            headers["OCI-Filters-Applied"] = "artifactType"
-        return web.Response(body=content.data, headers=headers)
+        artifact_type = request.query.get("artifactType")
+        content = await repository.referrers.index(subject, artifact_type)
+        response = _manifest_response(content)
+        if artifact_type is not None:
+            response.headers["OCI-Filters-Applied"] = "artifactType"
+        return response
+
+
+def _manifest_response(content: ManifestContent) -> web.Response:
+    """A manifest's exact bytes with its media type, digest, length and ``ETag`` (a ``HEAD``
+    gets the same headers without the body)."""
+    digest = str(content.digest)
+    return web.Response(
+        body=content.data,
+        headers={
+            "Content-Type": content.media_type,
+            "Docker-Content-Digest": digest,
+            "ETag": f'"{digest}"',
+            CACHE_HEADER: content.origin.value,
+        },
+    )
 
 
 def build_oci_app(face: RegistryFace) -> web.Application:

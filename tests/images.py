@@ -54,6 +54,7 @@ __all__ = [
     "digest_of",
     "docker_list",
     "image",
+    "json_bytes",
     "oci_index",
     "push_blob",
     "push_manifest",
@@ -82,7 +83,8 @@ def referrers_tag(subject: str) -> str:
     return subject.replace(":", "-", 1)
 
 
-def _json(value: Any) -> bytes:
+def json_bytes(value: Any) -> bytes:
+    """``value`` as compact JSON."""
     return json.dumps(value, separators=(",", ":")).encode()
 
 
@@ -197,7 +199,7 @@ def image(
         )  # fmt: skip
         diff_ids.append(digest_of(tar))
     os_name, architecture = platform
-    config = _json(
+    config = json_bytes(
         {
             "architecture": architecture,
             "os": os_name,
@@ -207,7 +209,7 @@ def image(
     )
     blobs[push_blob(registry, repo, config)] = config
     media_type = DOCKER_MANIFEST if docker else OCI_MANIFEST
-    manifest = _json(
+    manifest = json_bytes(
         {
             "schemaVersion": 2,
             "mediaType": media_type,
@@ -237,7 +239,7 @@ def _index(
         for c in children
         if c.platform is not None
     ]
-    data = _json({"schemaVersion": 2, "mediaType": media_type, "manifests": entries})
+    data = json_bytes({"schemaVersion": 2, "mediaType": media_type, "manifests": entries})
     digest = push_manifest(registry, repo, tag, data, media_type)
     return Pushed(repo, tag, media_type, data, digest, None, {}, children)
 
@@ -291,7 +293,7 @@ def artifact(
     }
     if annotations:
         manifest["annotations"] = annotations
-    data = _json(manifest)
+    data = json_bytes(manifest)
     digest = push_manifest(registry, repo, digest_of(data), data, OCI_MANIFEST)
     pushed = Pushed(repo, None, OCI_MANIFEST, data, digest, None, {digest_of(body): body})
     if tag_schema:
@@ -312,5 +314,5 @@ def _add_to_referrers_tag(
         timeout=30,
     )
     entries = found.json()["manifests"] if found.status_code == 200 else []
-    data = _json({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [*entries, entry]})
+    data = json_bytes({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [*entries, entry]})
     push_manifest(registry, repo, tag, data, OCI_INDEX)

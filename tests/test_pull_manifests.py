@@ -15,6 +15,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -40,9 +41,8 @@ def get(
     server: InProcessServer, path: str, accept: str | None = ALL_TYPES, method: str = "GET"
 ) -> requests.Response:
     """``method /v2/<path>``; ``accept=None`` sends no ``Accept`` header at all."""
-    return requests.request(
-        method, f"{server.url}/v2/{path}", headers={"Accept": accept}, timeout=60
-    )
+    headers: dict[str, Any] = {"Accept": accept}  # None: requests sends no Accept
+    return requests.request(method, f"{server.url}/v2/{path}", headers=headers, timeout=60)
 
 
 def assert_manifest(answer: requests.Response, pushed: images.Pushed) -> None:
@@ -399,3 +399,65 @@ def test_test_images_are_what_the_upstream_serves(open_registry: Registry) -> No
     assert [m["digest"] for m in answer.json()["manifests"]] == [sbom.digest]
     assert json.loads(sbom.data)["subject"]["digest"] == docker.digest
     assert {c.platform for c in index.children} == set(images.DEFAULT_PLATFORMS)
+
+
+def test_referrers_from_an_upstream_with_the_referrers_api(server_factory: Factory) -> None:
+    """A fake upstream, because no registry with the referrers API can be had here (Debian's
+    distribution 2.8 has none): it answers ``/v2/``, the referrers of one subject and the
+    manifest of one referrer, and counts what it is asked."""
+    from aiohttp import web
+
+    from tests.registries import ThreadedServer
+
+    empty = b"{}"
+    subject = "sha256:" + "5" * 64
+    referrer = images.json_bytes(
+        {
+            "schemaVersion": 2,
+            "mediaType": images.OCI_MANIFEST,
+            "artifactType": "application/vnd.example.sig",
+            "config": {"mediaType": images.OCI_EMPTY, "digest": images.digest_of(empty), "size": 2},
+            "layers": [],
+            "subject": {"mediaType": images.OCI_MANIFEST, "digest": subject, "size": 10},
+        }
+    )
+    entries = [
+        {"mediaType": images.OCI_MANIFEST, "digest": images.digest_of(referrer),
+         "size": len(referrer), "artifactType": "application/vnd.example.sig"},
+        {"mediaType": images.OCI_MANIFEST, "digest": "sha256:" + "6" * 64, "size": 10,
+         "artifactType": "application/vnd.example.sbom"},
+    ]  # fmt: skip
+    answer = json.dumps({"schemaVersion": 2, "mediaType": images.OCI_INDEX, "manifests": entries})
+    asked: list[str] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        asked.append(f"{request.method} {request.path}")
+        if request.path == "/v2/":
+            return web.json_response({})
+        if request.path == f"/v2/lib/api/referrers/{subject}":
+            return web.Response(body=answer.encode(), content_type=images.OCI_INDEX)
+        if request.path == f"/v2/lib/api/manifests/{images.digest_of(referrer)}":
+            return web.Response(body=referrer, content_type=images.OCI_MANIFEST)
+        return web.json_response({"errors": [{"code": "NOT_FOUND"}]}, status=404)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    with ThreadedServer(app) as upstream:
+        login = upstream.url.removeprefix("http://")
+        server = server_factory(f'\n[upstreams."{login}"]\nurl = "{upstream.url}"\n')
+        put_rule(server, "api-upstream", f"{login}/lib/*", "up/*")
+        url = f"{server.url}/v2/up/api/referrers/{subject}"
+        first = requests.get(url, timeout=30)
+        assert first.status_code == 200, first.text
+        assert first.content == answer.encode()  # unfiltered: the upstream's bytes
+        assert first.headers["Content-Type"] == images.OCI_INDEX
+        sig = requests.get(url, params={"artifactType": "application/vnd.example.sig"}, timeout=30)
+        assert sig.headers["OCI-Filters-Applied"] == "artifactType"
+        assert sig.json()["manifests"] == entries[:1]
+        assert sig.headers["X-Entrepot-Cache"] == "hit"
+        pulled = requests.get(
+            f"{server.url}/v2/up/api/manifests/{images.digest_of(referrer)}", timeout=30
+        )
+        assert pulled.status_code == 200 and pulled.content == referrer
+    assert asked.count(f"GET /v2/lib/api/referrers/{subject}") == 1
+    assert not [a for a in asked if "sha256-" in a]  # the API answered: no tag-schema lookup

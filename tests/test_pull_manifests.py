@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -461,3 +462,25 @@ def test_referrers_from_an_upstream_with_the_referrers_api(server_factory: Facto
         assert pulled.status_code == 200 and pulled.content == referrer
     assert asked.count(f"GET /v2/lib/api/referrers/{subject}") == 1
     assert not [a for a in asked if "sha256-" in a]  # the API answered: no tag-schema lookup
+
+
+def test_concurrent_cold_pulls_of_a_tag_ask_the_upstream_once(
+    server_factory: Factory, open_registry: Registry
+) -> None:
+    index = images.oci_index(open_registry, "lib/crowd", "v1")
+    server = start(server_factory, open_registry)
+    child = index.child("linux", "arm64")
+
+    def pull(path: str) -> requests.Response:
+        return get(server, path)
+
+    with ThreadPoolExecutor(8) as pool:
+        tags = list(pool.map(pull, ["up/crowd/manifests/v1"] * 8))
+        children = list(pool.map(pull, [f"up/crowd/manifests/{child.digest}"] * 8))
+    for answer in tags:
+        assert_manifest(answer, index)
+    for answer in children:
+        assert_manifest(answer, child)
+    time.sleep(0.2)
+    assert upstream_requests(open_registry, "GET", "/v2/lib/crowd/manifests/v1") == 1
+    assert upstream_requests(open_registry, "GET", f"/v2/lib/crowd/manifests/{child.digest}") == 1

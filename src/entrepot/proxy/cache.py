@@ -26,7 +26,7 @@ from entrepot import errors as e
 from entrepot.metadata import SqlContentIndex, SqlLeases
 from entrepot.proxy.blobs import BlobFills, CachedBlobs
 from entrepot.proxy.credentials import RuleCredentials
-from entrepot.proxy.hot import HotCache
+from entrepot.proxy.hot import Flights, HotCache
 from entrepot.proxy.manifests import CachedManifests, CachedTags
 from entrepot.proxy.referrers import CachedReferrers
 from entrepot.proxy.resolution import Resolution
@@ -78,6 +78,8 @@ class CachingEngine:
         self._repositories: dict[tuple[int, str], int] = {}
         self.hot = HotCache(max_bytes=hot_bytes)
         """What warm pulls need in memory (:mod:`entrepot.proxy.hot`)."""
+        self.manifest_flights = Flights()
+        """Upstream fetches of manifests and tag checks running in this process."""
         self.fills = BlobFills(self)
 
     def open(self, store: ContentStore) -> None:

@@ -16,17 +16,25 @@ read or a file read. What callers may rely on:
   used first out); a manifest larger than a quarter of it is not kept.
 * ``stats`` counts hits and misses of each map (for tests and measurements); nothing here does
   I/O or awaits, so it needs no lock on one event loop.
+* :class:`Flights` runs one upstream fetch per key at a time in this process: concurrent
+  requests for the same manifest or tag share it, and it goes on when the request that started
+  it is cancelled (a client hanging up).
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from entrepot.oci import Digest
 
-__all__ = ["HotCache", "HotManifest", "HotStats", "HotTag"]
+__all__ = ["Flights", "HotCache", "HotManifest", "HotStats", "HotTag"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,3 +137,30 @@ class HotCache:
 
     def __len__(self) -> int:
         return len(self._tags) + len(self._manifests)
+
+
+class Flights:
+    """One running call per key (see the module doc)."""
+
+    def __init__(self) -> None:
+        self._running: dict[Hashable, asyncio.Future[Any]] = {}
+
+    async def run(self, key: Hashable, call: Callable[[], Awaitable[T]]) -> T:
+        """The result of ``call()``, or of the call already running for ``key``; its
+        exception, if it raises (every waiter gets it)."""
+        task = self._running.get(key)
+        if task is None:
+            task = asyncio.ensure_future(call())
+            self._running[key] = task
+            task.add_done_callback(lambda done: self._done(key, done))
+        result: T = await asyncio.shield(task)
+        return result
+
+    def _done(self, key: Hashable, task: asyncio.Future[Any]) -> None:
+        if self._running.get(key) is task:
+            del self._running[key]
+        if not task.cancelled():
+            task.exception()  # retrieved: a failure nobody waits for any more is not logged
+
+    def __len__(self) -> int:
+        return len(self._running)

@@ -12,7 +12,8 @@ What callers may rely on:
   the cache (``hit``). This process answers that from memory, without reading the database or
   the store, while its own record of the check is younger than the TTL; otherwise it reads the
   index (another process may have checked the tag). A stale tag is revalidated upstream
-  (``HEAD``, then ``GET`` only when the digest it names is not cached here) and moves (``miss``).
+  (``HEAD``, then ``GET`` only when the digest it names is not cached here) and moves (``miss``);
+  concurrent requests in this process share one check, and one fetch of a manifest by digest.
   When the upstream cannot be asked (unreachable, TLS failure, 5xx, 429) and a copy is cached,
   the copy is served as ``stale`` and a warning is logged; without a copy the upstream error is
   raised, naming the rule: 401 ``UNAUTHORIZED``, 403 ``DENIED``, 429 ``TOOMANYREQUESTS``, else
@@ -149,7 +150,10 @@ class CachedManifests:
         local = await self.local(repo, digest, Origin.CACHE)
         if local is not None:
             return local
-        return await self._fetch(repo, str(digest), digest)
+        key = ("manifest", repo, str(digest))
+        return await self.engine.manifest_flights.run(
+            key, lambda: self._fetch(repo, str(digest), digest)
+        )
 
     async def local(self, repo: int, digest: Digest, origin: Origin) -> ManifestContent | None:
         """The manifest from memory or the store when the repository's index holds it."""
@@ -244,6 +248,12 @@ class CachedManifests:
         local, fresh = await self.fresh(repo, tag)
         if local is not None and fresh:
             return local
+        return await self.engine.manifest_flights.run(
+            ("tag", repo, tag), lambda: self._check(repo, tag, local)
+        )
+
+    async def _check(self, repo: int, tag: str, local: ManifestContent | None) -> ManifestContent:
+        """Ask the upstream about ``tag`` (``local``: the cached copy) and move it."""
         checked = utcnow()
         try:
             content = await self._revalidate(repo, tag, local)

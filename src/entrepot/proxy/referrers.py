@@ -8,7 +8,8 @@ What callers may rely on (:meth:`CachedReferrers.index`):
   listed in ``tags/list``, and a client that falls back to the tag schema against this cache
   reads the same index). It is fresh for ``tag_ttl`` seconds (answered from memory or the
   store, no upstream request); then the upstream is asked again, and when it cannot be asked
-  (unreachable, 5xx, 429) a cached answer is served ``stale`` (logged).
+  (unreachable, 5xx, 429) a cached answer is served ``stale`` (logged). Concurrent requests in
+  this process share one question to the upstream.
 * The upstream is asked with ``GET /v2/<upstream>/referrers/<digest>``. A registry without the
   referrers API (a 404 or 405 there, as distribution 2.8 answers) is asked for the tag-schema
   tag ``<alg>-<hex>`` instead; when that does not exist either, the answer is an empty index
@@ -69,6 +70,14 @@ class CachedReferrers:
         local, fresh = await manifests.fresh(repo, tag)
         if local is not None and fresh:
             return local
+        return await self.engine.manifest_flights.run(
+            ("referrers", repo, tag), lambda: self._check(manifests, repo, subject, local)
+        )
+
+    async def _check(
+        self, manifests: CachedManifests, repo: int, subject: Digest, local: ManifestContent | None
+    ) -> ManifestContent:
+        tag = referrers_tag(subject)
         checked = utcnow()
         try:
             data = await self._ask(subject, tag)

@@ -363,6 +363,9 @@ def test_the_hot_cache_is_bounded_keyed_by_repository_and_expires_tags() -> None
     assert hot.manifest(2, digests[7]) is None  # another repository: not there
     hot.put_manifest(1, digests[9], "m", bytes(1001))  # over a quarter: not kept
     assert hot.manifest(1, digests[9]) is None
+    held = hot.manifest_bytes
+    hot.forget_manifest(1, digests[7])
+    assert hot.manifest(1, digests[7]) is None and hot.manifest_bytes == held - 900
 
     hot.put_tag(1, "v1", digests[1], now)
     assert hot.fresh_tag(1, "v1", ttl, now + dt.timedelta(seconds=9)) is not None
@@ -484,3 +487,14 @@ def test_concurrent_cold_pulls_of_a_tag_ask_the_upstream_once(
     time.sleep(0.2)
     assert upstream_requests(open_registry, "GET", "/v2/lib/crowd/manifests/v1") == 1
     assert upstream_requests(open_registry, "GET", f"/v2/lib/crowd/manifests/{child.digest}") == 1
+
+
+@pytest.mark.parametrize("kind", ["basic", "token"])
+def test_test_images_push_to_registries_with_auth(
+    registry_factory: Callable[..., Registry], kind: str
+) -> None:
+    registry = registry_factory(kind)
+    listed = images.docker_list(registry, "lib/auth", "v1", platforms=(("linux", "arm64"),))
+    assert [c.platform for c in listed.children] == [("linux", "arm64")]
+    anonymous = requests.get(f"{registry.url}/v2/lib/auth/manifests/v1", timeout=30)
+    assert anonymous.status_code == 401  # the builder did authenticate

@@ -12,7 +12,8 @@ read or a file read. What callers may rely on:
   the newest check (an older one never replaces it). At most ``max_tags`` entries, least
   recently used first out.
 * **Manifests** map ``(repository id, digest)`` to their exact bytes and media type; they are
-  immutable, so they never expire. Their total size is at most ``max_bytes`` (least recently
+  immutable, so they never expire (:meth:`HotCache.forget_manifest` drops one that is deleted
+  from the cache). Their total size is at most ``max_bytes`` (least recently
   used first out); a manifest larger than a quarter of it is not kept.
 * ``stats`` counts hits and misses of each map (for tests and measurements); nothing here does
   I/O or awaits, so it needs no lock on one event loop.
@@ -128,6 +129,12 @@ class HotCache:
         self._bytes += size
         while self._bytes > self.max_bytes:
             _, dropped = self._manifests.popitem(last=False)
+            self._bytes -= len(dropped.data)
+
+    def forget_manifest(self, repository_id: int, digest: Digest) -> None:
+        """Drop the manifest (for whoever deletes it from the store or the index)."""
+        dropped = self._manifests.pop((repository_id, str(digest)), None)
+        if dropped is not None:
             self._bytes -= len(dropped.data)
 
     @property

@@ -79,8 +79,10 @@ def digest_of(data: bytes) -> str:
 
 
 def referrers_tag(subject: str) -> str:
-    """The OCI 1.1 referrers tag-schema tag of digest ``subject``."""
-    return subject.replace(":", "-", 1)
+    """The OCI 1.1 referrers tag-schema tag of digest ``subject`` (``<alg>-<first 64 of
+    the encoded digest>``)."""
+    algorithm, _, encoded = subject.partition(":")
+    return f"{algorithm}-{encoded[:64]}"
 
 
 def json_bytes(value: Any) -> bytes:

@@ -48,8 +48,9 @@ _NO_API = frozenset({400, 404, 405})  # what registries without the referrers AP
 
 
 def referrers_tag(subject: Digest) -> str:
-    """The OCI 1.1 referrers tag-schema tag of ``subject``: ``<alg>-<hex>`` (at most 128)."""
-    return f"{subject.algorithm}-{subject.hex}"[:128]
+    """The OCI 1.1 referrers tag-schema tag of ``subject``: ``<alg>-<ref>``, ``<ref>`` being
+    the encoded digest cut to its first 64 characters (the spec's limit: all of a sha256)."""
+    return f"{subject.algorithm}-{subject.hex[:64]}"
 
 
 @dataclass(frozen=True, slots=True)

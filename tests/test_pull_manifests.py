@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from entrepot.oci import Digest
-from entrepot.proxy.hot import HotCache
+from entrepot.proxy.hot import Flights, HotCache
 from tests import images
 from tests.conftest import POSTGRES_ADMIN_URL, InProcessServer
 from tests.registries import Registry, require_tools
@@ -498,3 +498,43 @@ def test_test_images_push_to_registries_with_auth(
     assert [c.platform for c in listed.children] == [("linux", "arm64")]
     anonymous = requests.get(f"{registry.url}/v2/lib/auth/manifests/v1", timeout=30)
     assert anonymous.status_code == 401  # the builder did authenticate
+
+
+def test_flights_share_one_call_that_outlives_its_first_waiter() -> None:
+    async def scenario() -> None:
+        flights = Flights()
+        calls: list[str] = []
+        gate = asyncio.Event()
+
+        async def fetch() -> str:
+            calls.append("fetch")
+            await gate.wait()
+            return "manifest"
+
+        first = asyncio.ensure_future(flights.run("k", fetch))
+        second = asyncio.ensure_future(flights.run("k", fetch))
+        await asyncio.sleep(0)
+        first.cancel()  # the client that started it hangs up
+        await asyncio.sleep(0)
+        assert len(flights) == 1
+        gate.set()
+        assert await second == "manifest"
+        assert first.cancelled() and calls == ["fetch"] and len(flights) == 0
+
+        async def fail() -> str:
+            await asyncio.sleep(0)
+            raise ValueError("upstream")
+
+        results = await asyncio.gather(
+            flights.run("f", fail), flights.run("f", fail), return_exceptions=True
+        )
+        assert [type(r) for r in results] == [ValueError, ValueError]
+        gate.clear()
+        pending = asyncio.ensure_future(flights.run("k", fetch))
+        await asyncio.sleep(0)
+        await flights.cancel_all()
+        assert len(flights) == 0
+        with pytest.raises(asyncio.CancelledError):
+            await pending
+
+    asyncio.run(scenario())

@@ -88,10 +88,11 @@ class CachingEngine:
 
     async def close(self) -> None:
         """Cancel the running fills (their ingests are cancelled: nothing partial stays) and
-        close the store."""
+        manifest fetches, and close the store."""
         if self.credentials is not None:
             await self.credentials.close()
         await self.fills.cancel_all()
+        await self.manifest_flights.cancel_all()
         if self._store is not None:
             await self._store.storage.close()
             self._store = None

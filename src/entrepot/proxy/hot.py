@@ -169,5 +169,12 @@ class Flights:
         if not task.cancelled():
             task.exception()  # retrieved: a failure nobody waits for any more is not logged
 
+    async def cancel_all(self) -> None:
+        """Cancel every running call and wait for them to end (on shutdown)."""
+        running = list(self._running.values())
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+
     def __len__(self) -> int:
         return len(self._running)

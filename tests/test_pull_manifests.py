@@ -175,6 +175,14 @@ def test_accept_negotiation_as_distribution_does_it(
     head = get(server, f"{base}/list", images.DOCKER_MANIFEST, method="HEAD")
     assert head.headers["Docker-Content-Digest"] == amd64.digest
 
+    # If-None-Match with the ETag: 304, as distribution answers
+    url = f"{server.url}/v2/{base}/oci"
+    same = requests.get(url, headers={"If-None-Match": f'"{oci.digest}"'}, timeout=30)
+    assert same.status_code == 304 and same.content == b""
+    assert same.headers["Docker-Content-Digest"] == oci.digest
+    other = requests.get(url, headers={"If-None-Match": f'"{docker.digest}"'}, timeout=30)
+    assert_manifest(other, oci)
+
     # upstream: one GET per tag and per child, each with every type in Accept
     for pushed in (oci, index, docker, listed):
         assert upstream_requests(open_registry, "GET", f"/v2/lib/neg/manifests/{pushed.tag}") == 1

@@ -327,7 +327,11 @@ class RegistryFace:
     ) -> web.Response:
         parsed = parse_reference(reference)
         content = await repository.manifests.get(parsed, _accepted(request))
-        return _manifest_response(content)
+        response = _manifest_response(content)
+        if _etag_matches(request.headers.get("If-None-Match"), str(content.digest)):
+            response.set_status(304)  # as distribution: the client's copy is this one
+            response.body = b""
+        return response
 
     async def blob(
         self, request: web.Request, repository: Repository, digest_text: str
@@ -447,6 +451,14 @@ class RegistryFace:
         if artifact_type is not None:
             response.headers["OCI-Filters-Applied"] = "artifactType"
         return response
+
+
+def _etag_matches(header: str | None, digest: str) -> bool:
+    """Whether ``If-None-Match`` names the manifest (quoted or not, or ``*``)."""
+    if not header:
+        return False
+    tags = {t.strip().removeprefix("W/").strip('"') for t in header.split(",")}
+    return "*" in tags or digest in tags
 
 
 def _manifest_response(content: ManifestContent) -> web.Response:

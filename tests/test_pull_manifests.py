@@ -441,9 +441,11 @@ def test_referrers_from_an_upstream_with_the_referrers_api(server_factory: Facto
     ]  # fmt: skip
     answer = json.dumps({"schemaVersion": 2, "mediaType": images.OCI_INDEX, "manifests": entries})
     asked: list[str] = []
+    accepts: list[str] = []
 
     async def handle(request: web.Request) -> web.Response:
         asked.append(f"{request.method} {request.path}")
+        accepts.append(request.headers.get("Accept", ""))
         if request.path == "/v2/":
             return web.json_response({})
         if request.path == f"/v2/lib/api/referrers/{subject}":
@@ -473,6 +475,14 @@ def test_referrers_from_an_upstream_with_the_referrers_api(server_factory: Facto
         assert pulled.status_code == 200 and pulled.content == referrer
     assert asked.count(f"GET /v2/lib/api/referrers/{subject}") == 1
     assert not [a for a in asked if "sha256-" in a]  # the API answered: no tag-schema lookup
+    manifest_get = asked.index(f"GET /v2/lib/api/manifests/{images.digest_of(referrer)}")
+    sent = {t.strip() for t in accepts[manifest_get].split(",")}
+    assert sent >= {
+        images.OCI_MANIFEST,
+        images.OCI_INDEX,
+        images.DOCKER_MANIFEST,
+        images.DOCKER_LIST,
+    }
 
 
 def test_concurrent_cold_pulls_of_a_tag_ask_the_upstream_once(

@@ -26,6 +26,7 @@ from entrepot import errors as e
 from entrepot.metadata import SqlContentIndex, SqlLeases
 from entrepot.proxy.blobs import BlobFills, CachedBlobs
 from entrepot.proxy.credentials import RuleCredentials
+from entrepot.proxy.hot import Flights, HotCache
 from entrepot.proxy.manifests import CachedManifests, CachedTags
 from entrepot.proxy.referrers import CachedReferrers
 from entrepot.proxy.resolution import Resolution
@@ -49,6 +50,7 @@ class CachingEngine:
     :param wait_seconds: how long a process waits for another process's fill of a blob.
     :param credentials: the credentials of rules with a credential set (``None``: every
         upstream is pulled anonymously); an upstream 401 has the set's health measured again.
+    :param hot_bytes: the most manifest bytes held in memory (:attr:`hot`).
     The content store is attached by :meth:`open` (the server opens it on startup).
     """
 
@@ -62,6 +64,7 @@ class CachingEngine:
         lease_seconds: float = 30.0,
         wait_seconds: float = 600.0,
         credentials: RuleCredentials | None = None,
+        hot_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self.credentials = credentials
         self.index = index
@@ -73,6 +76,10 @@ class CachingEngine:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         self._store: ContentStore | None = None
         self._repositories: dict[tuple[int, str], int] = {}
+        self.hot = HotCache(max_bytes=hot_bytes)
+        """What warm pulls need in memory (:mod:`entrepot.proxy.hot`)."""
+        self.manifest_flights = Flights()
+        """Upstream fetches of manifests and tag checks running in this process."""
         self.fills = BlobFills(self)
 
     def open(self, store: ContentStore) -> None:
@@ -81,10 +88,11 @@ class CachingEngine:
 
     async def close(self) -> None:
         """Cancel the running fills (their ingests are cancelled: nothing partial stays) and
-        close the store."""
+        manifest fetches, and close the store."""
         if self.credentials is not None:
             await self.credentials.close()
         await self.fills.cancel_all()
+        await self.manifest_flights.cancel_all()
         if self._store is not None:
             await self._store.storage.close()
             self._store = None

@@ -77,6 +77,7 @@ from entrepot.proxy import (
     CACHE_HEADER,
     BlobDescriptor,
     Engine,
+    ManifestContent,
     RegistryDirectory,
     Repository,
     Resolution,
@@ -361,16 +362,11 @@ class RegistryFace:
     ) -> web.Response:
         parsed = parse_reference(reference)
         content = await repository.manifests.get(parsed, _accepted(request))
-        digest = str(content.digest)
-        return web.Response(
-            body=content.data,
-            headers={
-                "Content-Type": content.media_type,
-                "Docker-Content-Digest": digest,
-                "ETag": f'"{digest}"',
-                CACHE_HEADER: content.origin.value,
-            },
-        )
+        response = _manifest_response(content)
+        if _etag_matches(request.headers.get("If-None-Match"), str(content.digest)):
+            response.set_status(304)  # as distribution: the client's copy is this one
+            response.body = b""
+        return response
 
     async def blob(
         self, request: web.Request, repository: Repository, digest_text: str
@@ -482,11 +478,35 @@ class RegistryFace:
         self, request: web.Request, repository: Repository, digest_text: str
     ) -> web.Response:
         subject = Digest.parse(digest_text)
-        content = await repository.referrers.index(subject, request.query.get("artifactType"))
-        headers = {"Content-Type": content.media_type, CACHE_HEADER: content.origin.value}
-        if "artifactType" in request.query:
-            headers["OCI-Filters-Applied"] = "artifactType"
-        return web.Response(body=content.data, headers=headers)
+        artifact_type = request.query.get("artifactType")
+        content = await repository.referrers.index(subject, artifact_type)
+        response = _manifest_response(content)
+        if artifact_type is not None:
+            response.headers["OCI-Filters-Applied"] = "artifactType"
+        return response
+
+
+def _etag_matches(header: str | None, digest: str) -> bool:
+    """Whether ``If-None-Match`` names the manifest (quoted or not, or ``*``)."""
+    if not header:
+        return False
+    tags = {t.strip().removeprefix("W/").strip('"') for t in header.split(",")}
+    return "*" in tags or digest in tags
+
+
+def _manifest_response(content: ManifestContent) -> web.Response:
+    """A manifest's exact bytes with its media type, digest, length and ``ETag`` (a ``HEAD``
+    gets the same headers without the body)."""
+    digest = str(content.digest)
+    return web.Response(
+        body=content.data,
+        headers={
+            "Content-Type": content.media_type,
+            "Docker-Content-Digest": digest,
+            "ETag": f'"{digest}"',
+            CACHE_HEADER: content.origin.value,
+        },
+    )
 
 
 async def _stamp(request: web.Request, response: web.StreamResponse) -> None:

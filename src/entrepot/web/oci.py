@@ -355,9 +355,10 @@ class RegistryFace:
         header = request.headers.get("Range")
         if header is None:
             return await self.send_blob(request, repository, digest, None, None)
-        # A range needs the size first. Opening 0 bytes fills a blob that is not cached yet
-        # (whole, once, shared with concurrent readers as any fill), then the range comes
-        # from the store.
+        # A range needs the size first. Opening 0 bytes of a blob that is not cached yet
+        # starts its fill (whole, once, shared with concurrent readers as any fill) and
+        # answers as soon as the upstream told the size; the range then streams from the
+        # fill as its bytes arrive.
         probe = await repository.blobs.open(digest, 0, 0)
         try:
             found = probe.descriptor

@@ -416,8 +416,12 @@ class RegistryFace:
             try:
                 async for chunk in reader.chunks():
                     await response.write(chunk)
-            except Exception:  # the headers are sent: all that is left is to hang up
-                log.exception("serving blob %s of %s failed", digest, repository.resolution)
+            except Exception as exc:  # the headers are sent: all that is left is to hang up
+                where = repository.resolution.repository
+                if isinstance(exc, e.EntrepotError):  # a failed fill: it says why
+                    log.warning("serving blob %s of %s cut short: %s", digest, where, exc)
+                else:
+                    log.exception("serving blob %s of %s failed", digest, where)
                 if request.transport is not None:
                     request.transport.close()
                 return response

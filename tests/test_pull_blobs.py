@@ -203,6 +203,7 @@ class Got:
     origin: str
     complete: bool  # the body ended normally (not cut short)
     seconds: float
+    first: float  # seconds to the first byte of the body
 
 
 def fetch(
@@ -218,11 +219,14 @@ def fetch(
     hasher = hashlib.sha256()
     size = 0
     complete = True
+    first = 0.0
     with requests.get(url, headers=headers, stream=True, timeout=60) as answer:
         try:
             for part in answer.iter_content(chunk):
                 if size <= after < size + len(part) and then is not None:
                     then()
+                if not size:
+                    first = time.monotonic() - begin
                 hasher.update(part)
                 size += len(part)
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError):
@@ -237,6 +241,7 @@ def fetch(
             answer.headers.get("X-Entrepot-Cache", ""),
             complete,
             time.monotonic() - begin,
+            first,
         )
 
 
@@ -318,19 +323,23 @@ def test_twenty_cold_clients_with_late_joiners_and_ranges_make_one_upstream_get(
     assert hit.origin == "hit" and hit.sha256 == digest
 
 
-def test_a_range_of_a_cold_blob_comes_before_the_fill_ends(
+def test_a_range_of_a_cold_blob_streams_at_once_and_ends_once_verified(
     server_factory: Callable[..., InProcessServer], open_registry: Registry, relay: Relay
 ) -> None:
+    """A range of a blob not cached yet starts as soon as its bytes are written (not once the
+    whole blob is), and its last byte comes only after the content is verified."""
     data = os.urandom(8 * MiB)
     digest = push_blob(open_registry, "lib/ranged", data)
     relay.rate = 4 * MiB  # two seconds for the blob
     server = start_server(server_factory, open_registry, relay)
-    got = fetch(blob_url(server, "ranged", digest), {"Range": "bytes=10-1009"})
+    got = fetch(blob_url(server, "ranged", digest), {"Range": "bytes=10-1009"}, chunk=1)
     assert got.status == 206 and got.complete and got.origin == "miss"
     assert got.sha256 == "sha256:" + hashlib.sha256(data[10:1010]).hexdigest()
-    assert got.seconds < 1.5  # it did not wait for the whole blob
+    assert got.first < 1.2  # did not wait for the whole blob...
+    assert got.seconds > 1.6  # ...but for its verification to send the last byte
+    assert stored(server, digest).read_bytes() == data
     whole = fetch(blob_url(server, "ranged", digest))
-    assert whole.sha256 == digest and whole.complete
+    assert whole.sha256 == digest and whole.complete and whole.origin == "hit"
     assert wait_for_log(open_registry, "GET", f"/v2/lib/ranged/blobs/{digest}", 1) == 1
 
 

@@ -15,9 +15,10 @@ What callers may rely on:
   a length). Each reads what the ingest has written so far from its own offset (through
   :meth:`~entrepot.storage.Ingest.open_partial`), then follows as more is written, so memory
   does not grow with the blob's size nor with the number of clients, and a slow client slows
-  nobody. The last byte of the blob is held back until the content is verified and committed:
-  a client never receives a whole body that was not verified. When a fill fails, its readers
-  raise the error mid-stream (the web layer then hangs up: the client sees a short body).
+  nobody. The last byte of every answer (whole blob or range) is held back until the content
+  is verified and committed: a client never receives a complete body that was not verified.
+  When a fill fails, its readers raise the error mid-stream (the web layer then hangs up: the
+  client sees a short body).
 * Clients in a process that waits for another process's fill are served from the store once
   the content is there (no streaming across processes: the other process's ingest is not
   verified). So are clients of a blob whose upstream gave no ``Content-Length``.
@@ -281,9 +282,10 @@ class _StoreReader:
 
 class _FillReader:
     """A client of a running fill, ``length`` bytes (default: to the end) from ``offset``: what
-    the ingest has written, then what it writes, read back from the ingest (never the blob's
-    last byte before the content is committed), and once committed, the rest from the store.
-    A failed fill raises its error (the bytes sent so far are then a short body)."""
+    the ingest has written, then what it writes, read back from the ingest, and once the
+    content is committed, the rest from the store. The last byte of the answer (of a range as
+    of the whole blob) comes only after the commit, so no answer is complete before the
+    content is verified. A failed fill raises its error (what was sent is a short body)."""
 
     def __init__(
         self,
@@ -317,8 +319,8 @@ class _FillReader:
                     f"Fetching blob {self._descriptor.digest} ended without its content."
                 )
             else:
-                # unverified bytes: never the last one of the blob before the commit
-                stop = min(fill.readable, self._descriptor.size - 1, end)
+                # unverified bytes: never the last one of the answer before the commit
+                stop = min(fill.readable, end - 1)
                 if position >= stop:
                     await changed.wait()
                     continue
@@ -342,6 +344,13 @@ class _FillReader:
             finally:
                 reader, self._reader = self._reader, None
                 await reader.close()
+        while not fill.committed:  # an empty answer is complete too: only once verified
+            changed = fill.changed()
+            if fill.done.is_set():
+                raise fill.error or e.UpstreamError(
+                    f"Fetching blob {self._descriptor.digest} ended without its content."
+                )
+            await changed.wait()
 
     async def close(self) -> None:
         # the fill goes on without this client

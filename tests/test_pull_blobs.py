@@ -204,6 +204,15 @@ class Got:
     complete: bool  # the body ended normally (not cut short)
     seconds: float
     first: float  # seconds to the first byte of the body
+    began: float  # time.monotonic() when the request was sent
+
+    @property
+    def first_byte_at(self) -> float:
+        return self.began + self.first
+
+    @property
+    def ended_at(self) -> float:
+        return self.began + self.seconds
 
 
 def fetch(
@@ -242,6 +251,7 @@ def fetch(
             complete,
             time.monotonic() - begin,
             first,
+            begin,
         )
 
 
@@ -314,7 +324,10 @@ def test_twenty_cold_clients_with_late_joiners_and_ranges_make_one_upstream_get(
             )
         else:
             assert got.status == 200 and got.size == len(data) and got.sha256 == digest, (i, got)
-    assert time.monotonic() - joined_at > 0.5  # the late joiners did join a fill in progress
+    fill_ended = results[0].ended_at  # the first client's last byte waits for the commit
+    assert fill_ended - joined_at > 0.5  # the late joiners did join a fill in progress...
+    for i in range(1, 20):  # ...and were streamed from it, not made to wait for its end
+        assert results[i].first_byte_at < fill_ended - 0.3, (i, results[i], fill_ended)
     assert wait_for_log(open_registry, "GET", f"/v2/lib/big/blobs/{digest}", 1) == 1
     time.sleep(0.3)
     assert upstream_requests(open_registry, "GET", f"/v2/lib/big/blobs/{digest}") == 1

@@ -98,7 +98,10 @@ class BlobFills:
                 await self.engine.leases.release(key, self.engine.owner)
         except BaseException as exc:
             fill.fail(exc)
-            if not isinstance(exc, e.EntrepotError | asyncio.CancelledError):
+            if isinstance(exc, e.EntrepotError):
+                if fill.streaming:  # before, its clients get the error as their answer
+                    log.warning("filling blob %s failed: %s", fill.digest, exc.message)
+            elif not isinstance(exc, asyncio.CancelledError):
                 log.exception("filling blob %s from %s failed", fill.digest, where(resolution))
             if isinstance(exc, asyncio.CancelledError):
                 raise
@@ -315,9 +318,7 @@ class _FillReader:
             if fill.committed:
                 self._reader = await self._store.open(self._descriptor.digest, position)
             elif fill.done.is_set():
-                raise fill.error or e.UpstreamError(
-                    f"Fetching blob {self._descriptor.digest} ended without its content."
-                )
+                raise self._failed()
             else:
                 # unverified bytes: never the last one of the answer before the commit
                 stop = min(fill.readable, end - 1)
@@ -347,10 +348,17 @@ class _FillReader:
         while not fill.committed:  # an empty answer is complete too: only once verified
             changed = fill.changed()
             if fill.done.is_set():
-                raise fill.error or e.UpstreamError(
-                    f"Fetching blob {self._descriptor.digest} ended without its content."
-                )
+                raise self._failed()
             await changed.wait()
+
+    def _failed(self) -> e.UpstreamError:
+        """What a reader raises when the fill ended without the content (its own exception,
+        the fill's error as its cause)."""
+        error = self._fill.error
+        why = error.message if isinstance(error, e.EntrepotError) else "it was interrupted"
+        failed = e.UpstreamError(f"Fetching blob {self._descriptor.digest} failed: {why}")
+        failed.__cause__ = error
+        return failed
 
     async def close(self) -> None:
         # the fill goes on without this client

@@ -356,6 +356,33 @@ def test_a_range_of_a_cold_blob_streams_at_once_and_ends_once_verified(
     assert wait_for_log(open_registry, "GET", f"/v2/lib/ranged/blobs/{digest}", 1) == 1
 
 
+@pytest.mark.slow
+def test_the_fill_goes_on_when_its_clients_leave(
+    server_factory: Callable[..., InProcessServer], open_registry: Registry, relay: Relay
+) -> None:
+    """Two clients read a little of a cold blob, one stops reading, then both hang up while
+    the upstream is still sending: the blob is cached whole all the same, with one GET."""
+    data = os.urandom(16 * MiB)
+    digest = push_blob(open_registry, "lib/left", data)
+    relay.rate = 8 * MiB  # two seconds for the blob
+    server = start_server(server_factory, open_registry, relay)
+    url = blob_url(server, "left", digest)
+    first = requests.get(url, stream=True, timeout=60)
+    assert first.raw.read(MiB) == data[:MiB]  # then reads no more
+    second = requests.get(url, stream=True, timeout=60)
+    assert second.raw.read(3 * MiB) == data[: 3 * MiB]
+    assert not stored(server, digest).exists()  # still filling...
+    second.close()
+    first.close()  # ...when both clients are gone
+    wait_until(lambda: stored(server, digest).exists(), 15, "the fill to finish")
+    assert stored(server, digest).read_bytes() == data
+    hit = fetch(url)
+    assert hit.origin == "hit" and hit.sha256 == digest
+    assert wait_for_log(open_registry, "GET", f"/v2/lib/left/blobs/{digest}", 1) == 1
+    time.sleep(0.3)
+    assert upstream_requests(open_registry, "GET", f"/v2/lib/left/blobs/{digest}") == 1
+
+
 # -- faults ----------------------------------------------------------------------------------------
 def assert_cut_short(got: Got, size: int) -> None:
     assert got.status == 200

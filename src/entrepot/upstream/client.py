@@ -623,7 +623,7 @@ class UpstreamClient:
         origin = _origin(url)
         hdrs = {"User-Agent": USER_AGENT, **headers}
         timeouts = (
-            Timeouts(connect=self._timeout, read=self._stall_timeout)
+            Timeouts.stream(self._timeout, read=self._stall_timeout)
             if stream
             else Timeouts.exchange(self._timeout)
         )

@@ -107,7 +107,12 @@ def build_app(config: Config) -> web.Application:
     addressing = RegistryAddressing(config.server)
     guard = AddressGuard.from_config(config.policy, config.upstreams)
     transport = AiohttpTransport(guard=guard)  # opens its session inside the running loop
-    upstream = UpstreamClient(transport, config.upstreams, timeout=config.health.timeout_seconds)
+    upstream = UpstreamClient(
+        transport,
+        config.upstreams,
+        timeout=config.health.timeout_seconds,
+        stall_timeout=config.cache.upstream_stall_seconds,
+    )
     management = Management(
         resources,
         SqlOperationStore(database),
@@ -133,6 +138,7 @@ def build_app(config: Config) -> web.Application:
         SqlLeases(database),
         upstream,
         tag_ttl=config.cache.tag_ttl_seconds,
+        lease_seconds=config.cache.fill_lease_seconds,
         credentials=RuleCredentials(resources, resolvers, remeasure),
     )
     authenticator = TokenAuthenticator(resources.token)  # a point read per check, no cache

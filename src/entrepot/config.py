@@ -237,9 +237,15 @@ class StorageConfig:
 @dataclass(frozen=True)
 class CacheConfig:
     """``[cache]``: the pull-through cache. ``tag_ttl_seconds``: how long a cached tag is served
-    without asking the upstream again (0: revalidate on every pull)."""
+    without asking the upstream again (0: revalidate on every pull). ``upstream_stall_seconds``:
+    an upstream that sends nothing for this long (no headers, or no byte of a body) fails the
+    request; there is no limit on a whole download. ``fill_lease_seconds``: how long a blob
+    fill holds its cross-process lease between renewals (also how long other processes wait
+    before taking over the fill of a process that died)."""
 
     tag_ttl_seconds: float = 300.0
+    upstream_stall_seconds: float = 30.0
+    fill_lease_seconds: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -759,6 +765,14 @@ def _validate(config: Config, problems: _Problems) -> None:
         (
             0 <= config.cache.tag_ttl_seconds <= 86400 * 365,
             "cache.tag_ttl_seconds: 0 to 31536000",
+        ),
+        (
+            0.1 <= config.cache.upstream_stall_seconds <= 3600,
+            "cache.upstream_stall_seconds: 0.1 to 3600",
+        ),
+        (
+            0.3 <= config.cache.fill_lease_seconds <= 3600,
+            "cache.fill_lease_seconds: 0.3 to 3600",
         ),
         (
             0 <= config.registry.rules_refresh_seconds <= 3600,

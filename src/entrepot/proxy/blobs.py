@@ -6,14 +6,22 @@ What callers may rely on:
 * On a miss one fill per digest runs per process (:class:`BlobFills`, an in-memory table of
   fills) and across processes (the lease ``blob:<digest>``; a process that does not get it
   waits, boundedly, for the content to appear in the store, taking the lease over if its holder
-  lets it go or dies). The fill runs as its own task, so it goes on when the client that started
-  it disconnects; its bytes are written to a verified
-  :meth:`~entrepot.storage.ContentStore.ingest` (size and digest checked before the content
-  becomes visible; a failed or partial fill leaves nothing) and **streamed to the client that
-  started it** while they arrive. Clients that arrive while a fill runs (late joiners) wait for
-  it to finish and are then served from the store. A client much slower than the upstream stops
-  being fed from memory past :data:`MAX_BUFFERED` bytes and continues from the store once the
-  fill is done.
+  lets it go or dies). The fill runs as its own task, so it goes on when its clients
+  disconnect; its bytes are written to a verified :meth:`~entrepot.storage.ContentStore.ingest`
+  (size and digest checked before the content becomes visible; a failed or partial fill leaves
+  nothing).
+* **Every client of a fill in this process is streamed while the bytes arrive**: the one that
+  started it, the ones that arrive later (late joiners) and ranges (``open`` with an offset and
+  a length). Each reads what the ingest has written so far from its own offset (through
+  :meth:`~entrepot.storage.Ingest.open_partial`), then follows as more is written, so memory
+  does not grow with the blob's size nor with the number of clients, and a slow client slows
+  nobody. The last byte of every answer (whole blob or range) is held back until the content
+  is verified and committed: a client never receives a complete body that was not verified.
+  When a fill fails, its readers raise the error mid-stream (the web layer then hangs up: the
+  client sees a short body).
+* Clients in a process that waits for another process's fill are served from the store once
+  the content is there (no streaming across processes: the other process's ingest is not
+  verified). So are clients of a blob whose upstream gave no ``Content-Length``.
 * ``HEAD`` (:meth:`CachedBlobs.stat`) of a blob that is not cached asks the upstream with a
   ``HEAD`` and stores nothing.
 """
@@ -31,17 +39,14 @@ from entrepot.oci import Digest
 from entrepot.proxy.engine import BlobDescriptor, BlobReader, Origin
 from entrepot.proxy.resolution import Resolution
 from entrepot.proxy.upstream_answers import check, media_type, where
-from entrepot.storage import ContentStore, Reader
+from entrepot.storage import ContentStore, Ingest, Reader, StorageError
 
 if TYPE_CHECKING:
     from entrepot.proxy.cache import CachingEngine
 
-__all__ = ["MAX_BUFFERED", "BlobFills", "CachedBlobs"]
+__all__ = ["BlobFills", "CachedBlobs"]
 
 log = logging.getLogger("entrepot.proxy")
-
-MAX_BUFFERED = 64 * 1024 * 1024
-"""Bytes of a fill held in memory for a slow first client before it falls back to the store."""
 
 
 class BlobFills:
@@ -93,7 +98,10 @@ class BlobFills:
                 await self.engine.leases.release(key, self.engine.owner)
         except BaseException as exc:
             fill.fail(exc)
-            if not isinstance(exc, e.EntrepotError | asyncio.CancelledError):
+            if isinstance(exc, e.EntrepotError):
+                if fill.streaming:  # before, its clients get the error as their answer
+                    log.warning("filling blob %s failed: %s", fill.digest, exc.message)
+            elif not isinstance(exc, asyncio.CancelledError):
                 log.exception("filling blob %s from %s failed", fill.digest, where(resolution))
             if isinstance(exc, asyncio.CancelledError):
                 raise
@@ -105,12 +113,12 @@ class BlobFills:
         async with resp:
             await check(resolution, resp, f"blob '{fill.digest}'")
             size = resp.content_length
-            fill.start(size, media_type(resp))
             renew_at = asyncio.get_running_loop().time() + self.engine.lease_seconds / 3
             async with self.engine.store.ingest(fill.digest, size) as ingest:
+                fill.start(size, media_type(resp), ingest)
                 async for chunk in resp.iter_chunks():
                     await ingest.write(chunk)
-                    fill.feed(chunk)
+                    fill.progress()
                     now = asyncio.get_running_loop().time()
                     if now >= renew_at:
                         renew_at = now + self.engine.lease_seconds / 3
@@ -124,56 +132,68 @@ class BlobFills:
                         f"The upstream sent other content than blob {fill.digest}: "
                         f"{exc.message} ({where(resolution)})."
                     ) from None
+                fill.commit()
         await self.engine.index.put_blob(str(fill.digest), ingest.size, fill.media_type)
         log.info("cached blob %s (%d bytes) from %s", fill.digest, ingest.size, where(resolution))
 
 
-_END = object()
-
-
 @dataclass(eq=False)
 class _Fill:
-    """One running fill of a blob; see :meth:`CachingEngine.fill`."""
+    """One running fill of a blob; see :meth:`BlobFills.fill`.
+
+    ``started`` is set once the size is known (``streaming``: the ingest is being written and
+    can be followed) or the fill ended without streaming; ``readable`` is how many leading
+    bytes of the ingest can be read back; ``committed`` once the content is verified and
+    stored; ``done`` when the fill task is over (``error``: why it failed). Every change wakes
+    the readers waiting in :meth:`changed`.
+    """
 
     digest: Digest
     task: asyncio.Task[None] = field(init=False)
     size: int | None = None
     media_type: str | None = None
+    ingest: Ingest | None = None
     streaming: bool = False
+    readable: int = 0
+    committed: bool = False
     error: BaseException | None = None
     started: asyncio.Event = field(default_factory=asyncio.Event)
     done: asyncio.Event = field(default_factory=asyncio.Event)
-    queue: asyncio.Queue[object] = field(default_factory=asyncio.Queue)
-    listening: bool = True
-    buffered: int = 0
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def start(self, size: int | None, media_type: str | None) -> None:
+    def start(self, size: int | None, media_type: str | None, ingest: Ingest) -> None:
         self.size = size
         self.media_type = media_type
+        self.ingest = ingest
         self.streaming = size is not None
         self.started.set()
 
-    def feed(self, chunk: bytes) -> None:
-        if not (self.streaming and self.listening):
-            return
-        self.buffered += len(chunk)
-        if self.buffered > MAX_BUFFERED:  # the client is far behind: it resumes from the store
-            self.listening = False
-            self.queue.put_nowait(_END)
-            return
-        self.queue.put_nowait(chunk)
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
 
-    def taken(self, n: int) -> None:
-        self.buffered -= n
+    def changed(self) -> asyncio.Event:
+        """An event set at the next change (take it before looking at the state)."""
+        return self._changed
+
+    def progress(self) -> None:
+        assert self.ingest is not None
+        readable = self.ingest.readable
+        if readable != self.readable:
+            self.readable = readable
+            self._notify()
+
+    def commit(self) -> None:
+        self.committed = True
+        self._notify()
 
     def fail(self, exc: BaseException) -> None:
         self.error = exc
 
     def finish(self) -> None:
-        if self.listening:
-            self.queue.put_nowait(_END)
         self.started.set()
         self.done.set()
+        self._notify()
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,17 +221,14 @@ class CachedBlobs:
         size = await store.has(digest)
         if size is not None:
             return await _StoreReader.open(store, digest, size, offset, length, Origin.CACHE)
-        fill, first = self.engine.fills.fill(self.resolution, digest)
+        fill, _ = self.engine.fills.fill(self.resolution, digest)
         await fill.started.wait()
-        if first and fill.streaming and offset == 0 and length is None and fill.error is None:
+        if fill.streaming and fill.error is None and not fill.done.is_set():
             assert fill.size is not None
-            return _FillReader(
-                BlobDescriptor(digest, fill.size, fill.media_type, Origin.UPSTREAM), fill, store
-            )
-        if first:
-            fill.listening = False  # nobody reads its queue
+            descriptor = BlobDescriptor(digest, fill.size, fill.media_type, Origin.UPSTREAM)
+            return _FillReader(descriptor, fill, store, offset, length)
         await fill.done.wait()
-        if fill.error is not None:
+        if fill.error is not None and not fill.committed:
             error = fill.error
             if isinstance(error, e.EntrepotError):
                 raise error
@@ -267,14 +284,26 @@ class _StoreReader:
 
 
 class _FillReader:
-    """The first client of a fill: its bytes as they arrive (but for the last chunk, which is
-    sent once the content is verified and committed, so a client never receives a whole body
-    that was not), then, if it fell behind, the rest from the store."""
+    """A client of a running fill, ``length`` bytes (default: to the end) from ``offset``: what
+    the ingest has written, then what it writes, read back from the ingest, and once the
+    content is committed, the rest from the store. The last byte of the answer (of a range as
+    of the whole blob) comes only after the commit, so no answer is complete before the
+    content is verified. A failed fill raises its error (what was sent is a short body)."""
 
-    def __init__(self, descriptor: BlobDescriptor, fill: _Fill, store: ContentStore) -> None:
+    def __init__(
+        self,
+        descriptor: BlobDescriptor,
+        fill: _Fill,
+        store: ContentStore,
+        offset: int,
+        length: int | None,
+    ) -> None:
         self._descriptor = descriptor
         self._fill = fill
         self._store = store
+        self._offset = offset
+        self._end = descriptor.size if length is None else min(offset + length, descriptor.size)
+        self._reader: Reader | None = None
 
     @property
     def descriptor(self) -> BlobDescriptor:
@@ -282,28 +311,57 @@ class _FillReader:
 
     async def chunks(self) -> AsyncIterator[bytes]:
         fill = self._fill
-        sent = 0
-        held = b""  # the last chunk is held back until the content is verified and committed
-        while True:
-            item = await fill.queue.get()
-            if item is _END:
-                break
-            assert isinstance(item, bytes)
-            fill.taken(len(item))
-            if held:
-                sent += len(held)
-                yield held
-            held = item
-        await fill.done.wait()
-        if fill.error is not None:
-            raise fill.error
-        if held:
-            sent += len(held)
-            yield held
-        if sent < self._descriptor.size:  # fell behind: the rest from the store
-            async with await self._store.open(self._descriptor.digest, sent) as reader:
-                async for chunk in reader:
+        position, end = self._offset, self._end
+        while position < end:
+            changed = fill.changed()
+            stop = end
+            if fill.committed:
+                self._reader = await self._store.open(self._descriptor.digest, position)
+            elif fill.done.is_set():
+                raise self._failed()
+            else:
+                # unverified bytes: never the last one of the answer before the commit
+                stop = min(fill.readable, end - 1)
+                if position >= stop:
+                    await changed.wait()
+                    continue
+                assert fill.ingest is not None
+                try:
+                    self._reader = await fill.ingest.open_partial(position)
+                except StorageError:
+                    if fill.ingest.committed or fill.done.is_set() or fill.committed:
+                        continue
+                    await changed.wait()  # being committed or cancelled: wait for the outcome
+                    continue
+            try:
+                async for chunk in self._reader:
+                    chunk = chunk[: stop - position]
+                    if not chunk:
+                        break
+                    position += len(chunk)
                     yield chunk
+                    if position >= stop:
+                        break
+            finally:
+                reader, self._reader = self._reader, None
+                await reader.close()
+        while not fill.committed:  # an empty answer is complete too: only once verified
+            changed = fill.changed()
+            if fill.done.is_set():
+                raise self._failed()
+            await changed.wait()
+
+    def _failed(self) -> e.UpstreamError:
+        """What a reader raises when the fill ended without the content (its own exception,
+        the fill's error as its cause)."""
+        error = self._fill.error
+        why = error.message if isinstance(error, e.EntrepotError) else "it was interrupted"
+        failed = e.UpstreamError(f"Fetching blob {self._descriptor.digest} failed: {why}")
+        failed.__cause__ = error
+        return failed
 
     async def close(self) -> None:
-        self._fill.listening = False  # the fill goes on without this client
+        # the fill goes on without this client
+        if self._reader is not None:
+            reader, self._reader = self._reader, None
+            await reader.close()

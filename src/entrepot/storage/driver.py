@@ -259,6 +259,11 @@ class Writer(ABC):
 
     Drivers implement :meth:`_write`, :meth:`_commit` and :meth:`_cancel`; when ``_commit``
     fails, ``_cancel`` is called, so a failed commit leaves nothing either.
+
+    **Reading back** (optional; for streaming content while it is written): :attr:`readable`
+    is how many leading bytes :meth:`open_partial` can read now (what reached the driver, not
+    what is still buffered); drivers that offer it override :meth:`_open_partial` and
+    :attr:`readable`.
     """
 
     def __init__(self, driver: str, path: str, size: int = 0) -> None:
@@ -267,6 +272,37 @@ class Writer(ABC):
         self.size = size
         self.committed = False
         self.cancelled = False
+        self._sealed = False  # a commit or cancel has begun: no more partial readers
+
+    @property
+    def readable(self) -> int:
+        """How many leading bytes :meth:`open_partial` can read now (0 by default)."""
+        return 0
+
+    async def open_partial(self, offset: int) -> Reader:
+        """A :class:`Reader` of the bytes written so far, from ``offset``, up to
+        :attr:`readable` as it is now (its ``size``); open another for bytes written later.
+
+        The bytes are *unpublished* (not verified by anyone): callers decide what to do with
+        them. The reader keeps reading them after the writer commits or is cancelled.
+
+        :raises StorageError: once :meth:`commit` or :meth:`cancel` has begun.
+        :raises InvalidOffset: when ``offset`` is negative or past :attr:`readable`.
+        :raises UnsupportedOperation: when the driver cannot read back.
+        """
+        if self.done or self._sealed:
+            raise StorageError(self.path, "read back from a finished writer", driver=self.driver)
+        end = self.readable
+        if not 0 <= offset <= end:
+            raise InvalidOffset(
+                self.path, f"offset {offset} is outside the {end} bytes written", driver=self.driver
+            )
+        with _normalised(self.driver, "open_partial", self.path):
+            return await self._open_partial(offset, end)
+
+    async def _open_partial(self, offset: int, end: int) -> Reader:
+        """A reader of bytes ``offset`` to ``end`` (both valid) of what was written."""
+        raise UnsupportedOperation(self.path, driver=self.driver)
 
     @property
     def done(self) -> bool:
@@ -297,6 +333,7 @@ class Writer(ABC):
             visible, and the writer is cancelled).
         """
         self._check_open("commit")
+        self._sealed = True
         try:
             with _normalised(self.driver, "commit", self.path):
                 await self._commit()
@@ -309,6 +346,7 @@ class Writer(ABC):
         """Discard what was written; nothing is left. Idempotent; no-op after a commit."""
         if self.done:
             return
+        self._sealed = True
         self.cancelled = True
         with _normalised(self.driver, "cancel", self.path):
             await self._cancel()

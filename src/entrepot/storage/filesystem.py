@@ -23,6 +23,8 @@ What callers may rely on, besides the guarantees of :mod:`entrepot.storage.drive
   between its creation and its lock notices (the inode is no longer at the path) and starts a
   new one. Leftover ``.trash`` directories are removed too.
 * **Modes** are 0600 for files and 0700 for directories whatever the umask.
+* **Reading back.** A writer's flushed bytes can be read while it writes
+  (:meth:`~entrepot.storage.Writer.open_partial`), through a descriptor of the ingest file.
 * **Zero copy.** :meth:`FilesystemDriver.local_path` gives the file's real path so that the web
   layer can ``sendfile`` it.
 * Blocking calls run in threads (``asyncio.to_thread``); writes are buffered into 1 MiB
@@ -380,6 +382,7 @@ class FilesystemWriter(Writer):
         self._temp = temp
         self._buffer: list[bytes] = []
         self._buffered = 0
+        self._flushed = size  # bytes in the ingest file
         self._io = _ThreadIO()
         # An abandoned writer (neither committed nor cancelled) leaves nothing either.
         self._finalizer = weakref.finalize(self, _discard, fd, temp)
@@ -397,6 +400,17 @@ class FilesystemWriter(Writer):
         self._buffer.clear()
         self._buffered = 0
         await self._io.run(_write_all, self._fd, data)
+        self._flushed += len(data)
+
+    @property
+    def readable(self) -> int:
+        return self._flushed
+
+    async def _open_partial(self, offset: int, end: int) -> Reader:
+        # The ingest file through a descriptor of its own: it outlives the writer's (closed on
+        # commit or cancel) and reads the same inode, renamed or unlinked. The base refuses
+        # this once a commit or cancel has begun, so the writer's descriptor is open here.
+        return FilesystemReader(os.dup(self._fd), self.path, offset, end)
 
     async def _commit(self) -> None:
         await self._flush()

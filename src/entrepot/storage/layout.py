@@ -29,6 +29,9 @@ What callers may rely on:
   size is refused as soon as it is written.
 * **Content at a blob path is whole and immutable.** Concurrent ingests of one digest are
   harmless: each is verified, and a commit that finds the content already there keeps it.
+* **Reading back is explicit.** :meth:`Ingest.open_partial` reads what an ingest has written
+  so far, unverified, for a caller that streams content while it arrives and holds back its
+  end until :meth:`Ingest.commit` succeeded.
 * Digests may be given as :class:`~entrepot.oci.Digest` or as text (parsed, so a malformed one
   raises :class:`~entrepot.errors.DigestInvalid`).
 """
@@ -242,6 +245,25 @@ class Ingest:
             await writer.write(data)
         else:
             await asyncio.gather(asyncio.to_thread(self._hasher.update, data), writer.write(data))
+
+    @property
+    def readable(self) -> int:
+        """How many leading bytes :meth:`open_partial` can read now (the bytes that reached
+        the driver; up to about two :data:`CHUNK_SIZE` behind :attr:`size`)."""
+        return self._writer.readable if self._writer is not None else 0
+
+    async def open_partial(self, offset: int) -> Reader:
+        """A :class:`Reader` of the bytes written so far, from ``offset`` up to
+        :attr:`readable` as it is now (its ``size``). These bytes are **not verified**: the
+        caller must not let them pass for the content (hold back the end until
+        :meth:`commit` succeeded). The reader keeps reading them after a commit or cancel.
+
+        :raises StorageError: once the ingest is committing or done.
+        :raises UnsupportedOperation: when the driver cannot read back what it is writing.
+        """
+        if self._done or self._writer is None:
+            raise StorageError(self.path, f"the ingest of {self.digest} is not being written")
+        return await self._writer.open_partial(offset)
 
     async def commit(self) -> Digest:
         """Verify size and digest, then make the content visible at its blob path.

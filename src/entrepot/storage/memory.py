@@ -10,6 +10,7 @@ driver is used by one event loop.
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -181,13 +182,43 @@ class MemoryWriter(Writer):
         super().__init__(NAME, path, len(start))
         self._driver = driver
         self._chunks = [start] if start else []
+        self._ends = [len(start)] if start else []  # where each chunk ends in the file
 
     async def _write(self, data: bytes) -> None:
         self._chunks.append(bytes(data))
+        self._ends.append(self.size + len(data))
+
+    @property
+    def readable(self) -> int:
+        return self.size
+
+    async def _open_partial(self, offset: int, end: int) -> Reader:
+        # The lists are replaced (not cleared) on commit and cancel: the reader keeps its view.
+        return _PartialReader(self.path, self._chunks, self._ends, offset, end)
 
     async def _commit(self) -> None:
         self._driver._store(self.path, b"".join(self._chunks))
-        self._chunks = []
+        self._chunks, self._ends = [], []
 
     async def _cancel(self) -> None:
-        self._chunks = []
+        self._chunks, self._ends = [], []
+
+
+class _PartialReader(Reader):
+    """Reads bytes ``offset`` to ``size`` of a :class:`MemoryWriter`'s chunks."""
+
+    def __init__(
+        self, path: str, chunks: list[bytes], ends: list[int], offset: int, size: int
+    ) -> None:
+        super().__init__(NAME, path, offset, size)
+        self._parts = chunks
+        self._ends = ends
+
+    async def _read(self, n: int) -> bytes:
+        i = bisect.bisect_right(self._ends, self.offset)
+        start = self._ends[i - 1] if i else 0
+        part = self._parts[i]
+        return part[self.offset - start : self.offset - start + n]
+
+    async def _close(self) -> None:
+        self._parts, self._ends = [], []

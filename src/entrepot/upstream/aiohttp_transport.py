@@ -107,7 +107,7 @@ class AiohttpTransport:
             resp.status,
             resp.headers,
             resp.url,
-            _AiohttpBody(resp, timeouts.shortest),
+            _AiohttpBody(resp, timeouts.read if timeouts.read is not None else timeouts.shortest),
             reason=resp.reason or "",
         )
 

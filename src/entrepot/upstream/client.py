@@ -148,7 +148,10 @@ class UpstreamClient:
         trust: system CAs by default). Hosts named through the API need a guarded transport.
     :param upstreams: ``Config.upstreams`` (login server → endpoint URL).
     :param timeout: seconds for connecting, and for each whole small exchange (ping, token);
-        for :meth:`request` it bounds the connect and each read, not the whole body.
+        for :meth:`request` it bounds the connect.
+    :param stall_timeout: for :meth:`request`, seconds each read may wait (for the headers,
+        then for each piece of the body): a stalled upstream fails, a long download does not
+        (there is no overall limit). Default: ``timeout``.
     :param retries: extra tries of GET/HEAD after a connection failure, 502/503/504 or 429.
     :param backoff: first delay between tries, doubled each time.
     :param max_retry_after: a 429 whose ``Retry-After`` is longer than this is not waited for.
@@ -160,6 +163,7 @@ class UpstreamClient:
         upstreams: Mapping[str, UpstreamEndpoint],
         *,
         timeout: float = 15,
+        stall_timeout: float | None = None,
         retries: int = 2,
         backoff: float = 0.25,
         max_retry_after: float = 10.0,
@@ -169,6 +173,7 @@ class UpstreamClient:
         self._transport = transport
         self._upstreams = upstreams
         self._timeout = timeout
+        self._stall_timeout = timeout if stall_timeout is None else stall_timeout
         self._retries = max(0, retries)
         self._backoff = backoff
         self._max_retry_after = max_retry_after
@@ -617,7 +622,11 @@ class UpstreamClient:
         is not sent to another origin."""
         origin = _origin(url)
         hdrs = {"User-Agent": USER_AGENT, **headers}
-        timeouts = Timeouts.stream(self._timeout) if stream else Timeouts.exchange(self._timeout)
+        timeouts = (
+            Timeouts.stream(self._timeout, read=self._stall_timeout)
+            if stream
+            else Timeouts.exchange(self._timeout)
+        )
         for _ in range(MAX_REDIRECTS + 1):
             resp = await self._transport.send(method, url, hdrs, body, timeouts=timeouts)
             location = resp.headers.get("Location")

@@ -40,9 +40,10 @@ class Timeouts:
         return cls(total=seconds)
 
     @classmethod
-    def stream(cls, seconds: float) -> Timeouts:
-        """A body of any size: ``seconds`` to connect and for each read, no overall limit."""
-        return cls(connect=seconds, read=seconds)
+    def stream(cls, seconds: float, read: float | None = None) -> Timeouts:
+        """A body of any size: ``seconds`` to connect, ``read`` (default ``seconds``) for each
+        read, no overall limit: a stalled body fails, a long one does not."""
+        return cls(connect=seconds, read=seconds if read is None else read)
 
     @property
     def shortest(self) -> float | None:

@@ -386,9 +386,10 @@ class RegistryFace:
         header = request.headers.get("Range")
         if header is None:
             return await self.send_blob(request, repository, digest, None, None)
-        # A range needs the size first. Opening 0 bytes fills a blob that is not cached yet
-        # (whole, once, shared with concurrent readers as any fill), then the range comes
-        # from the store.
+        # A range needs the size first. Opening 0 bytes of a blob that is not cached yet
+        # starts its fill (whole, once, shared with concurrent readers as any fill) and
+        # answers as soon as the upstream told the size; the range then streams from the
+        # fill as its bytes arrive.
         probe = await repository.blobs.open(digest, 0, 0)
         try:
             found = probe.descriptor
@@ -446,8 +447,12 @@ class RegistryFace:
             try:
                 async for chunk in reader.chunks():
                     await response.write(chunk)
-            except Exception:  # the headers are sent: all that is left is to hang up
-                log.exception("serving blob %s of %s failed", digest, repository.resolution)
+            except Exception as exc:  # the headers are sent: all that is left is to hang up
+                where = repository.resolution.repository
+                if isinstance(exc, e.EntrepotError):  # a failed fill: it says why
+                    log.warning("serving blob %s of %s cut short: %s", digest, where, exc)
+                else:
+                    log.exception("serving blob %s of %s failed", digest, where)
                 if request.transport is not None:
                     request.transport.close()
                 return response

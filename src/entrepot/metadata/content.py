@@ -43,6 +43,11 @@ _GET_REPOSITORY = PointQuery(
     "SELECT id, registry_id, name, created_at FROM repositories "
     "WHERE registry_id = :registry_id AND name = :name"
 )
+_GET_CACHED_REPOSITORY = PointQuery(
+    "SELECT r.id, r.registry_id, r.name, r.created_at FROM repositories r "
+    "WHERE r.registry_id = :registry_id AND r.name = :name "
+    "AND EXISTS (SELECT 1 FROM manifests m WHERE m.repository_id = r.id)"
+)
 _GET_TAG = PointQuery(
     "SELECT repository_id, tag, digest, checked_at FROM tags "
     "WHERE repository_id = :repository_id AND tag = :tag"
@@ -118,6 +123,12 @@ class SqlContentIndex:
     # -- repositories --------------------------------------------------------------------------
     async def repository(self, registry_id: int, name: str) -> RepositoryRecord | None:
         row = await self.db.fetch_one(_GET_REPOSITORY, registry_id=registry_id, name=name)
+        return None if row is None else _repository(row)
+
+    async def cached_repository(self, registry_id: int, name: str) -> RepositoryRecord | None:
+        """The repository ``name`` of the registry if it holds at least one manifest (what
+        :meth:`cached_repositories` lists), else ``None``; one point read."""
+        row = await self.db.fetch_one(_GET_CACHED_REPOSITORY, registry_id=registry_id, name=name)
         return None if row is None else _repository(row)
 
     async def ensure_repository(self, registry_id: int, name: str) -> RepositoryRecord:

@@ -10,7 +10,8 @@
   upstream, made of :mod:`~entrepot.proxy.manifests` (manifests and tags),
   :mod:`~entrepot.proxy.blobs` (blobs, single-flight fills) and :mod:`~entrepot.proxy.referrers`;
   :mod:`entrepot.proxy.upstream_answers`: what an upstream answer means, naming the rule;
-  :mod:`entrepot.proxy.credentials`: the upstream credentials of a rule.
+  :mod:`entrepot.proxy.credentials`: the upstream credentials of a rule;
+  :mod:`entrepot.proxy.orphans`: repositories whose rule is gone, served from the cache only.
 """
 
 from entrepot.proxy.cache import CachingEngine
@@ -27,6 +28,7 @@ from entrepot.proxy.engine import (
     Repository,
 )
 from entrepot.proxy.resolution import (
+    CacheOnly,
     CacheRuleRef,
     RegistryRules,
     Resolution,
@@ -37,6 +39,7 @@ __all__ = [
     "CACHE_HEADER",
     "BlobDescriptor",
     "BlobReader",
+    "CacheOnly",
     "CacheRuleRef",
     "CachingEngine",
     "Engine",

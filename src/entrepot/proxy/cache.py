@@ -6,7 +6,9 @@ the upstream client, the credentials of rules and the running fills. Its
 :class:`CachedRepository` is the :class:`~entrepot.proxy.engine.Repository` the registry face
 asks, made of the services in :mod:`entrepot.proxy.manifests` (manifests by tag and digest,
 tags), :mod:`entrepot.proxy.blobs` (blobs and their single-flight fills) and
-:mod:`entrepot.proxy.referrers`.
+:mod:`entrepot.proxy.referrers`. A repository no rule covers that holds cached content (its rule
+was deleted) is a :class:`~entrepot.proxy.orphans.CacheOnlyRepository`
+(:meth:`CachingEngine.cached_repository`): served from the cache only.
 
 Upstream access (:meth:`CachingEngine.request`): anonymous when the rule has no credential set,
 else with the set's credentials (:mod:`entrepot.proxy.credentials`); an upstream 401 (or a token
@@ -28,8 +30,9 @@ from entrepot.proxy.blobs import BlobFills, CachedBlobs
 from entrepot.proxy.credentials import RuleCredentials
 from entrepot.proxy.hot import Flights, HotCache
 from entrepot.proxy.manifests import CachedManifests, CachedTags
+from entrepot.proxy.orphans import CachedNames, CacheOnlyRepository
 from entrepot.proxy.referrers import CachedReferrers
-from entrepot.proxy.resolution import Resolution
+from entrepot.proxy.resolution import CacheOnly, Resolution
 from entrepot.proxy.upstream_answers import named
 from entrepot.storage import ContentStore
 from entrepot.upstream.client import Credentials, UpstreamClient
@@ -51,6 +54,8 @@ class CachingEngine:
     :param credentials: the credentials of rules with a credential set (``None``: every
         upstream is pulled anonymously); an upstream 401 has the set's health measured again.
     :param hot_bytes: the most manifest bytes held in memory (:attr:`hot`).
+    :param names_ttl: seconds the answer to "does this repository no rule covers hold cached
+        content" is reused (:attr:`cached_names`).
     The content store is attached by :meth:`open` (the server opens it on startup).
     """
 
@@ -65,6 +70,7 @@ class CachingEngine:
         wait_seconds: float = 600.0,
         credentials: RuleCredentials | None = None,
         hot_bytes: int = 64 * 1024 * 1024,
+        names_ttl: float = 5.0,
     ) -> None:
         self.credentials = credentials
         self.index = index
@@ -81,6 +87,8 @@ class CachingEngine:
         self.manifest_flights = Flights()
         """Upstream fetches of manifests and tag checks running in this process."""
         self.fills = BlobFills(self)
+        self.cached_names = CachedNames(index, ttl=names_ttl)
+        """Which repositories no rule covers hold cached content (:mod:`entrepot.proxy.orphans`)."""
 
     def open(self, store: ContentStore) -> None:
         """Serve from ``store`` (opened by the caller)."""
@@ -93,6 +101,7 @@ class CachingEngine:
             await self.credentials.close()
         await self.fills.cancel_all()
         await self.manifest_flights.cancel_all()
+        await self.cached_names.close()
         if self._store is not None:
             await self._store.storage.close()
             self._store = None
@@ -106,10 +115,21 @@ class CachingEngine:
     def repository(self, resolution: Resolution) -> CachedRepository:
         return CachedRepository(self, resolution)
 
+    async def cached_repository(
+        self, registry_id: int, registry: str, name: str
+    ) -> CacheOnlyRepository | None:
+        """The repository ``name`` that no rule covers, served from the cache only, when it
+        holds cached content; ``None`` otherwise (see :mod:`entrepot.proxy.orphans`)."""
+        found = await self.cached_names.find(registry_id, name)
+        if found is None:
+            return None
+        self._repositories[(registry_id, name)] = found
+        return CacheOnlyRepository(self, CacheOnly(registry_id, registry, name, found))
+
     async def catalog(self, registry_id: int, after: str, limit: int) -> list[str]:
         return await self.index.cached_repositories(registry_id, after, limit)
 
-    async def repository_id(self, resolution: Resolution) -> int:
+    async def repository_id(self, resolution: Resolution | CacheOnly) -> int:
         key = (resolution.registry_id, resolution.repository)
         found = self._repositories.get(key)
         if found is None:

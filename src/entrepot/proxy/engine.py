@@ -16,6 +16,11 @@ services, as distribution's ``Repository`` does:
   ``limit`` (the face pages them and writes the ``Link`` header).
 * ``referrers.index(subject, artifact_type)``: the referrers of a manifest as an image index.
 
+When no rule covers a name (and the request is not in mirror mode), the face asks
+``cached_repository(registry_id, registry, name)``: the :class:`Repository` of a repository that
+holds cached content although its rule is gone, served from the cache only (its
+``resolution`` is a :class:`~entrepot.proxy.resolution.CacheOnly`), or ``None``.
+
 The engine itself answers one question about a whole registry: ``catalog(registry_id, after,
 limit)``, the repositories it holds content for (as pulled here: target names), sorted, after
 ``after``, at most ``limit`` (``GET /v2/_catalog``; the face pages it).
@@ -43,7 +48,7 @@ from typing import Protocol
 
 from entrepot import errors as e
 from entrepot.oci import Digest
-from entrepot.proxy.resolution import Resolution
+from entrepot.proxy.resolution import CacheOnly, Resolution
 
 __all__ = [
     "CACHE_HEADER",
@@ -138,10 +143,10 @@ class ReferrerService(Protocol):
 
 
 class Repository(Protocol):
-    """One repository of one registry, as a rule resolved it."""
+    """One repository of one registry, as a rule resolved it (or a cache-only one)."""
 
     @property
-    def resolution(self) -> Resolution: ...
+    def resolution(self) -> Resolution | CacheOnly: ...
     @property
     def manifests(self) -> ManifestService: ...
     @property
@@ -156,6 +161,13 @@ class Engine(Protocol):
     """The pull-through engine: a :class:`Repository` for each resolved pull."""
 
     def repository(self, resolution: Resolution) -> Repository: ...
+
+    async def cached_repository(
+        self, registry_id: int, registry: str, name: str
+    ) -> Repository | None:
+        """The cache-only repository ``name`` (no rule covers it, it holds cached content),
+        or ``None``."""
+        ...
 
     async def catalog(self, registry_id: int, after: str, limit: int) -> list[str]:
         """The registry's repositories with cached content greater than ``after`` (``""``: from
@@ -225,6 +237,11 @@ class NotCachedEngine:
 
     def repository(self, resolution: Resolution) -> Repository:
         return _NotCached(resolution)
+
+    async def cached_repository(
+        self, registry_id: int, registry: str, name: str
+    ) -> Repository | None:
+        return None
 
     async def catalog(self, registry_id: int, after: str, limit: int) -> list[str]:
         return []

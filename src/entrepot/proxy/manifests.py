@@ -29,6 +29,10 @@ What callers may rely on:
   as stored whatever the client accepts: nothing else has that digest.
 * **Tags** lists the cached tags of the repository (the index), including the
   ``<alg>-<hex>`` tags of cached referrers (:mod:`entrepot.proxy.referrers`).
+* **Cache-only** (a :class:`~entrepot.proxy.resolution.CacheOnly` repository, whose rule is
+  gone: :mod:`entrepot.proxy.orphans`): manifests by digest and by tag are what is cached, tags
+  as they were last cached (never revalidated), all ``hit``; anything else is 404
+  ``MANIFEST_UNKNOWN`` saying the rule is gone. Nothing goes upstream.
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ from entrepot.oci import (
     parse_manifest,
 )
 from entrepot.proxy.engine import ManifestContent, Origin
-from entrepot.proxy.resolution import Resolution
+from entrepot.proxy.resolution import CacheOnly, Resolution
 from entrepot.proxy.upstream_answers import check, is_failure, media_type, named, where
 from entrepot.storage import StorageError
 
@@ -91,7 +95,17 @@ class CachedManifests:
     """The manifests of one resolution (see the module doc)."""
 
     engine: CachingEngine
-    resolution: Resolution
+    resolution: Resolution | CacheOnly
+
+    def _upstream(self, what: str) -> Resolution:
+        """The rule's resolution, to fetch ``what`` (``"manifest 'x'"``) with.
+
+        :raises ManifestUnknown: the repository is cache-only (its rule is gone).
+        """
+        resolution = self.resolution
+        if isinstance(resolution, CacheOnly):
+            raise e.ManifestUnknown(resolution.not_cached(what))
+        return resolution
 
     async def get(self, reference: str | Digest, accept: Sequence[str]) -> ManifestContent:
         repo = await self.engine.repository_id(self.resolution)
@@ -150,9 +164,10 @@ class CachedManifests:
         local = await self.local(repo, digest, Origin.CACHE)
         if local is not None:
             return local
+        resolution = self._upstream(f"manifest '{digest}'")
         key = ("manifest", repo, str(digest))
         return await self.engine.manifest_flights.run(
-            key, lambda: self._fetch(repo, str(digest), digest)
+            key, lambda: self._fetch(resolution, repo, str(digest), digest)
         )
 
     async def local(self, repo: int, digest: Digest, origin: Origin) -> ManifestContent | None:
@@ -170,18 +185,20 @@ class CachedManifests:
         self.engine.hot.put_manifest(repo, digest, record.media_type, data)
         return ManifestContent(digest, record.media_type, data, origin)
 
-    async def _fetch(self, repo: int, reference: str, expected: Digest | None) -> ManifestContent:
+    async def _fetch(
+        self, resolution: Resolution, repo: int, reference: str, expected: Digest | None
+    ) -> ManifestContent:
         """GET the manifest upstream, verify, store and index it."""
         what = f"manifest '{reference}'"
         resp = await self.engine.request(
-            self.resolution, "GET", f"manifests/{reference}", {"Accept": ACCEPT_ALL}
+            resolution, "GET", f"manifests/{reference}", {"Accept": ACCEPT_ALL}
         )
         async with resp:
-            await check(self.resolution, resp, what)
+            await check(resolution, resp, what)
             try:
                 data = await resp.read(limit=MAX_MANIFEST_BYTES)
             except e.UpstreamError as exc:
-                raise named(self.resolution, exc) from None
+                raise named(resolution, exc) from None
             content_type = media_type(resp)
         return await self.keep(repo, data, content_type, expected)
 
@@ -197,7 +214,7 @@ class CachedManifests:
         if expected is not None and digest != expected:
             raise e.UpstreamError(
                 f"The upstream sent a manifest of digest {digest} for {expected}, "
-                f"{where(self.resolution)}; not stored."
+                f"{where(self._upstream(f'manifest {expected}'))}; not stored."
             )
         manifest = parse_manifest(data, content_type)
         await self.engine.store.put(data, digest)
@@ -215,6 +232,7 @@ class CachedManifests:
             )
         )
         self.engine.hot.put_manifest(repo, digest, manifest.media_type, data)
+        self.engine.cached_names.forget(self.resolution.registry_id, self.resolution.repository)
         return ManifestContent(digest, manifest.media_type, data, Origin.UPSTREAM)
 
     # -- by tag ----------------------------------------------------------------------------------
@@ -248,15 +266,20 @@ class CachedManifests:
         local, fresh = await self.fresh(repo, tag)
         if local is not None and fresh:
             return local
+        if local is not None and isinstance(self.resolution, CacheOnly):
+            return local  # as last cached: there is no upstream to ask
+        resolution = self._upstream(f"manifest '{tag}'")
         return await self.engine.manifest_flights.run(
-            ("tag", repo, tag), lambda: self._check(repo, tag, local)
+            ("tag", repo, tag), lambda: self._check(resolution, repo, tag, local)
         )
 
-    async def _check(self, repo: int, tag: str, local: ManifestContent | None) -> ManifestContent:
+    async def _check(
+        self, resolution: Resolution, repo: int, tag: str, local: ManifestContent | None
+    ) -> ManifestContent:
         """Ask the upstream about ``tag`` (``local``: the cached copy) and move it."""
         checked = utcnow()
         try:
-            content = await self._revalidate(repo, tag, local)
+            content = await self._revalidate(resolution, repo, tag, local)
         except e.UpstreamError as exc:
             if local is None or not is_failure(exc):
                 raise
@@ -276,14 +299,14 @@ class CachedManifests:
         return ManifestContent(local.digest, local.media_type, local.data, Origin.STALE)
 
     async def _revalidate(
-        self, repo: int, tag: str, local: ManifestContent | None
+        self, resolution: Resolution, repo: int, tag: str, local: ManifestContent | None
     ) -> ManifestContent:
         if local is not None:
             resp = await self.engine.request(
-                self.resolution, "HEAD", f"manifests/{tag}", {"Accept": ACCEPT_ALL}
+                resolution, "HEAD", f"manifests/{tag}", {"Accept": ACCEPT_ALL}
             )
             async with resp:
-                await check(self.resolution, resp, f"manifest '{tag}'")
+                await check(resolution, resp, f"manifest '{tag}'")
                 named = resp.headers.get("Docker-Content-Digest")
             if named is not None and named == str(local.digest):
                 return ManifestContent(local.digest, local.media_type, local.data, Origin.UPSTREAM)
@@ -294,7 +317,7 @@ class CachedManifests:
                     other = None
                 if other is not None:
                     return other
-        return await self._fetch(repo, tag, None)
+        return await self._fetch(resolution, repo, tag, None)
 
 
 def _platform_child(content: ManifestContent, os: str, architecture: str) -> Digest | None:
@@ -309,7 +332,7 @@ def _platform_child(content: ManifestContent, os: str, architecture: str) -> Dig
 @dataclass(frozen=True, slots=True)
 class CachedTags:
     engine: CachingEngine
-    resolution: Resolution
+    resolution: Resolution | CacheOnly
 
     async def list(self, after: str, limit: int) -> list[str]:
         found = await self.engine.index.repository(

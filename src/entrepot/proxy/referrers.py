@@ -17,6 +17,8 @@ What callers may rely on (:meth:`CachedReferrers.index`):
 * With ``artifact_type``, only the entries of that ``artifactType`` are listed (the index is
   re-serialised; unfiltered, the bytes are the cached ones, exactly).
 * The referrer manifests listed are pulled by digest through the cache like any manifest.
+* In a cache-only repository (:mod:`entrepot.proxy.orphans`) the cached answer is served as it
+  was last cached (``hit``); without one, 404 ``MANIFEST_UNKNOWN`` says the rule is gone.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from entrepot.metadata.database import utcnow
 from entrepot.oci import OCI_INDEX, Digest
 from entrepot.proxy.engine import ManifestContent
 from entrepot.proxy.manifests import MAX_MANIFEST_BYTES, CachedManifests
-from entrepot.proxy.resolution import Resolution
+from entrepot.proxy.resolution import CacheOnly, Resolution
 from entrepot.proxy.upstream_answers import check, is_failure, named
 from entrepot.upstream.response import UpstreamResponse
 
@@ -56,7 +58,7 @@ def referrers_tag(subject: Digest) -> str:
 @dataclass(frozen=True, slots=True)
 class CachedReferrers:
     engine: CachingEngine
-    resolution: Resolution
+    resolution: Resolution | CacheOnly
 
     async def index(self, subject: Digest, artifact_type: str | None) -> ManifestContent:
         content = await self._cached_or_fetched(subject)
@@ -71,17 +73,28 @@ class CachedReferrers:
         local, fresh = await manifests.fresh(repo, tag)
         if local is not None and fresh:
             return local
+        resolution = self.resolution
+        if isinstance(resolution, CacheOnly):  # as last cached: there is no upstream to ask
+            if local is not None:
+                return local
+            raise e.ManifestUnknown(resolution.not_cached(f"referrers index of '{subject}'"))
         return await self.engine.manifest_flights.run(
-            ("referrers", repo, tag), lambda: self._check(manifests, repo, subject, local)
+            ("referrers", repo, tag),
+            lambda: self._check(resolution, manifests, repo, subject, local),
         )
 
     async def _check(
-        self, manifests: CachedManifests, repo: int, subject: Digest, local: ManifestContent | None
+        self,
+        resolution: Resolution,
+        manifests: CachedManifests,
+        repo: int,
+        subject: Digest,
+        local: ManifestContent | None,
     ) -> ManifestContent:
         tag = referrers_tag(subject)
         checked = utcnow()
         try:
-            data = await self._ask(subject, tag)
+            data = await self._ask(resolution, subject, tag)
             content = await manifests.keep(repo, data, OCI_INDEX, None)
         except e.UpstreamError as exc:
             if local is None or not is_failure(exc):
@@ -90,27 +103,28 @@ class CachedReferrers:
         await manifests.moved(repo, tag, content.digest, checked)
         return content
 
-    async def _ask(self, subject: Digest, tag: str) -> bytes:
+    async def _ask(self, resolution: Resolution, subject: Digest, tag: str) -> bytes:
         """The upstream's referrers index of ``subject`` (see the module doc)."""
         accept = {"Accept": OCI_INDEX}
         what = f"referrers of '{subject}'"
-        resp = await self.engine.request(self.resolution, "GET", f"referrers/{subject}", accept)
+        resp = await self.engine.request(resolution, "GET", f"referrers/{subject}", accept)
         async with resp:
             if resp.status not in _NO_API:
-                await check(self.resolution, resp, what)
-                return await self._body(resp)
-        resp = await self.engine.request(self.resolution, "GET", f"manifests/{tag}", accept)
+                await check(resolution, resp, what)
+                return await _body(resolution, resp)
+        resp = await self.engine.request(resolution, "GET", f"manifests/{tag}", accept)
         async with resp:
             if resp.status == 404:
                 return EMPTY_INDEX
-            await check(self.resolution, resp, f"manifest '{tag}' ({what}, tag schema)")
-            return await self._body(resp)
+            await check(resolution, resp, f"manifest '{tag}' ({what}, tag schema)")
+            return await _body(resolution, resp)
 
-    async def _body(self, resp: UpstreamResponse) -> bytes:
-        try:
-            return await resp.read(limit=MAX_MANIFEST_BYTES)
-        except e.UpstreamError as exc:
-            raise named(self.resolution, exc) from None
+
+async def _body(resolution: Resolution, resp: UpstreamResponse) -> bytes:
+    try:
+        return await resp.read(limit=MAX_MANIFEST_BYTES)
+    except e.UpstreamError as exc:
+        raise named(resolution, exc) from None
 
 
 def _filtered(content: ManifestContent, artifact_type: str) -> ManifestContent:

@@ -25,7 +25,9 @@ deleted (provisioning state ``Deleting``) serve nothing; every other state serve
 A :class:`Resolution` is what the engine gets: the registry, the repository as pulled here (the
 target: where the content is cached), the rule (name, credential set) and the upstream login
 server (as the rule writes it; ``docker.io`` is reached at ``registry-1.docker.io`` or the
-configured endpoint by the upstream client) and repository.
+configured endpoint by the upstream client) and repository. A :class:`CacheOnly` stands in
+for it where no rule covers a repository that still holds cached content (its rule was deleted):
+the engine serves that from the cache only and never asks an upstream.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from entrepot.oci import (
 )
 from entrepot.rules import RuleIndex, RulePattern, UpstreamRef, parse_rule
 
-__all__ = ["CacheRuleRef", "RegistryRules", "Resolution", "canonical_login_server"]
+__all__ = ["CacheOnly", "CacheRuleRef", "RegistryRules", "Resolution", "canonical_login_server"]
 
 log = logging.getLogger("entrepot.proxy")
 
@@ -81,6 +83,34 @@ class Resolution:
     rule: CacheRuleRef
     upstream: UpstreamRef
     mirror: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CacheOnly:
+    """A repository of registry ``registry`` that no cache rule covers but that holds cached
+    content (a manifest at least): served from the cache only, never from an upstream.
+
+    :param registry_id: the registry's row id.
+    :param registry: the registry's name as written.
+    :param repository: the repository's name in this registry, valid.
+    :param repository_id: its row id in the content index.
+    """
+
+    registry_id: int
+    registry: str
+    repository: str
+    repository_id: int
+    mirror: None = None  # never reached in mirror mode: the mirror maps sources through rules
+
+    def not_cached(self, what: str) -> str:
+        """The message of a 404 for ``what`` (``"manifest 'latest'"``) that is not cached."""
+        return (
+            f"The {what} of repository '{self.repository}' is not cached, and no cache rule "
+            f"of registry '{self.registry}' covers that repository any more (its rule is "
+            "gone): only what was cached before can be pulled, nothing is fetched from "
+            "upstream. Create a cache rule whose targetRepository covers it to pull from "
+            "upstream again."
+        )
 
 
 def canonical_login_server(login_server: str) -> str:

@@ -24,9 +24,12 @@ Every request goes, in this order, through:
    ``NAME_INVALID``).
 4. **The cache rule** (:mod:`entrepot.proxy.resolution`, held in memory by
    :class:`~entrepot.proxy.directory.RegistryDirectory`): by target, or with ``?ns=<registry>``
-   (mirror mode, as containerd sends it) by source. A repository no rule covers is 404
-   ``NAME_UNKNOWN`` saying so and naming the registry; an ``ns`` that is not a login server is
-   400 ``NAME_INVALID``.
+   (mirror mode, as containerd sends it) by source. A repository no rule covers that holds
+   cached content (its rule was deleted; not in mirror mode, which maps sources through rules)
+   is served from the cache only (:mod:`entrepot.proxy.orphans`: what was cached, ``hit``,
+   nothing fetched, the rest 404 ``MANIFEST_UNKNOWN``/``BLOB_UNKNOWN`` saying the rule is gone);
+   any other is 404 ``NAME_UNKNOWN`` saying so and naming the registry; an ``ns`` that is not a
+   login server is 400 ``NAME_INVALID``.
 5. **Pushes are refused**: a push to a repository a rule covers is 403 ``DENIED`` naming the
    rule (its content comes from upstream only); any other push is 405 ``UNSUPPORTED``.
 6. **Reads** validate the reference (400 ``TAG_INVALID``/``DIGEST_INVALID``), the ``n`` of
@@ -322,14 +325,20 @@ class RegistryFace:
             resolution = rules.resolve(name)
         if push:
             self.refuse_push(registry, name, ns, resolution)
-        if resolution is None:
+        repository: Repository | None
+        if resolution is not None:
+            repository = self.engine.repository(resolution)
+        elif ns is None:  # what a deleted rule cached stays pullable, from the cache only
+            repository = await self.engine.cached_repository(registry.id, registry.name, name)
+        else:
+            repository = None
+        if repository is None:
             covered = f"'{ns}/{name}' (mirror mode)" if ns is not None else f"'{name}'"
             raise e.RepositoryUnknown(
                 f"No cache rule of registry '{registry.name}' covers the repository {covered}: "
                 "nothing can be pulled there. Create a cache rule whose "
                 f"{'sourceRepository' if ns is not None else 'targetRepository'} covers it."
             )
-        repository = self.engine.repository(resolution)
         if kind == "manifest":
             return await self.manifest(request, repository, arg)
         if kind == "blob":

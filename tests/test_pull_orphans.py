@@ -55,7 +55,7 @@ def test_a_deleted_rules_repository_is_served_from_the_cache_only(
     sbom = images.artifact(open_registry, "lib/kept", subject, "application/vnd.example.sbom")
     multi = images.oci_index(open_registry, "lib/kept", "multi")
     uncached = images.image(open_registry, "lib/kept", "v2")
-    server = start(server_factory, open_registry)
+    server = start(server_factory, open_registry, ttl=1)  # cached tags soon stale
 
     # filled through the rule: an image, a multi-arch index (both children), the referrers
     first = tmp_path / "first"
@@ -71,6 +71,7 @@ def test_a_deleted_rules_repository_is_served_from_the_cache_only(
 
     delete_rule(server, RULE)
     before = open_registry.log()
+    time.sleep(1.1)  # older than the tag TTL: a rule would revalidate them upstream
 
     # by tag, as last cached, from the cache
     by_tag = get(server, "up/kept/manifests/v1")
@@ -142,8 +143,13 @@ def test_a_deleted_rules_repository_is_served_from_the_cache_only(
     mirror = get(server, "kept/manifests/v1", params={"ns": open_registry.login_server})
     assert_oci_error(mirror, 404, "NAME_UNKNOWN")
 
-    # the upstream stopped too: skopeo still pulls what was cached, exact digests
+    # the upstream stopped too, the server restarted (nothing in memory): skopeo still pulls
+    # what was cached, exact digests, from the index and the store
     open_registry.stop()
+    server.restart()
+    cold = get(server, "up/kept/manifests/v1")
+    assert cold.content == subject.data and cold.headers["X-Entrepot-Cache"] == "hit"
+    assert_gone(get(server, "up/kept/manifests/v2"), "MANIFEST_UNKNOWN")
     second = tmp_path / "second"
     pull(server, "up/kept:v1", second, tmp_path)
     assert (second / "manifest.json").read_bytes() == subject.data
@@ -162,8 +168,9 @@ def test_a_deleted_rules_repository_is_served_from_the_cache_only(
     assert (third / "manifest.json").read_bytes() == newer.data
     assert wait_for_log(open_registry, "GET", "/v2/lib/kept/manifests/v3", 1) == 1
     fourth = tmp_path / "fourth"
-    pull(server, "up/kept:v1", fourth, tmp_path)  # fresh tag, cached blobs: all from the cache
+    pull(server, "up/kept:v1", fourth, tmp_path)  # revalidated (HEAD), blobs from the cache
     assert (fourth / "manifest.json").read_bytes() == subject.data
+    assert wait_for_log(open_registry, "HEAD", "/v2/lib/kept/manifests/v1", 1) == 1
     for digest in subject.blobs:
         assert upstream_requests(open_registry, "GET", f"/v2/lib/kept/blobs/{digest}") == 1
     moved = get(server, "up/kept/manifests/v2")  # uncached: fetched again

@@ -60,12 +60,22 @@ def test_empty_basic_credentials_count_as_none(
             error = assert_oci_error(response, 401, "UNAUTHORIZED")
             assert error["message"].startswith(REQUIRED), error
             assert "skopeo --creds NAME:TOKEN" in error["message"]
+            assert "entrepot token create -n NAME --role pull" in error["message"]
             assert response.headers["WWW-Authenticate"] == 'Basic realm="entrepot"'
-    # credentials that are sent but wrong stay wrong
+    # credentials that are sent but wrong stay wrong, each saying what is wrong with them
     token = make_token(locked, "ux-pull", "pull")
-    for auth in (basic("", token), basic("ux-pull", ""), basic("ux-pull", "nope"), "Basic !!"):
+    wrong = {
+        basic("", token): "need a user name (the token's name) and a password (the token)",
+        basic("ux-pull", ""): "need a user name (the token's name) and a password (the token)",
+        basic("ux-pull", "nope"): "the user name is the token's name ('admin' for the admin",
+        basic("someone", token): "entrepot token list shows them",
+        "Basic !!": "must be base64 of 'name:token'",
+    }
+    for auth, says in wrong.items():
         error = assert_oci_error(v2(locked, auth=auth), 401, "UNAUTHORIZED")
         assert error["message"].startswith("Authentication failed"), (auth, error)
+        assert says in error["message"], (auth, error)
+        assert token not in error["message"]
     assert_version_check(v2(locked, auth=basic("ux-pull", token)))
 
 

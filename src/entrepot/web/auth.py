@@ -168,13 +168,20 @@ class TokenAuthenticator:
         except (binascii.Error, ValueError):
             decoded = ""
         user, colon, password = decoded.partition(":")
-        if not colon or not user or not password:
+        if not colon:
             raise e.InvalidAuthenticationToken(
                 "Authentication failed. The Basic credentials must be base64 of 'name:token'."
+            )
+        if not user or not password:
+            raise e.InvalidAuthenticationToken(
+                "Authentication failed. The Basic credentials need a user name (the token's "
+                "name) and a password (the token); one of them is empty."
             )
         record = await self._record(password)
         if record is None or record.name.lower() != user.lower():
             raise e.InvalidAuthenticationToken(
-                "Authentication failed. The user name or the token is not valid."
+                "Authentication failed. The user name or the token is not valid: the user "
+                "name is the token's name ('admin' for the admin token; entrepot token list "
+                "shows them) and the password is the token."
             )
         return Principal(record.name, record.role)

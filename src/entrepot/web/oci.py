@@ -252,7 +252,7 @@ class RegistryFace:
             raise e.Unauthenticated(
                 "Authentication required. Send HTTP Basic credentials: an API token's name as "
                 "the user name and the token as the password (docker login; skopeo --creds "
-                "NAME:TOKEN)."
+                "NAME:TOKEN); entrepot token create -n NAME --role pull makes one."
             )
         if header.partition(" ")[0].lower() == "bearer":
             principal = await self.authenticator.bearer(header)

@@ -16,11 +16,18 @@ from pathlib import Path
 import pytest
 import requests
 
+from entrepot.metadata.content import SqlContentIndex
+from entrepot.metadata.records import BlobRef
+from entrepot.metadata.resources import SqlResourceStore
 from tests.conftest import InProcessServer, Server, _new_server
+from tests.metadata_support import NOW, add_registry
 from tests.registries import Registry, push_test_image, require_tools
 from tests.test_cli_ux import cli, ok
+from tests.test_content_index import db, db_url, digest, index, manifest, reg, store
 from tests.test_registry_face import assert_oci_error, assert_version_check
 from tests.test_registry_routes import NO_ANONYMOUS, basic, make_token, put_rule, skopeo
+
+__all__ = ["db", "db_url", "index", "reg", "store"]  # fixtures of the content index's suite
 
 EMPTY_BASIC = "Basic " + base64.b64encode(b":").decode()  # "Basic Og==", as skopeo sends it
 REQUIRED = "Authentication required"
@@ -184,6 +191,36 @@ def test_a_fresh_install_needs_authentication_and_a_real_host(
 
 
 # -- 3. what the cache holds ----------------------------------------------------------------------
+async def test_content_counts(index: SqlContentIndex, reg: int, store: SqlResourceStore) -> None:
+    """On SQLite and PostgreSQL: repositories that hold a manifest (not ones a failed fill
+    left empty), manifests per repository, tags, blobs once each with their total size, over
+    every registry of the server."""
+    zero = {"repositories": 0, "manifests": 0, "tags": 0, "blobs": 0, "blob_bytes": 0}
+    assert await index.counts() == zero
+    await index.ensure_repository(reg, "empty")  # a fill that never stored a manifest
+    assert await index.counts() == zero
+    other = await add_registry(store, "other-registry")
+    layers = (BlobRef(digest("layer"), 1000), BlobRef(digest("config"), 24))
+    repositories = [
+        (await index.ensure_repository(reg, "app")).id,
+        (await index.ensure_repository(other, "app")).id,
+    ]
+    for ref in layers:
+        await index.put_blob(ref.digest, ref.size, None)
+        await index.put_blob(ref.digest, ref.size, None)  # again: still one blob
+    for repository in repositories:
+        await index.put_manifest(manifest(repository, 1, layers))
+        await index.put_tag(repository, "v1", digest(1), NOW)
+    await index.put_tag(repositories[0], "latest", digest(1), NOW)
+    assert await index.counts() == {
+        "repositories": 2,
+        "manifests": 2,
+        "tags": 3,
+        "blobs": 2,
+        "blob_bytes": 1024,
+    }
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def test_status_counts_the_cache(
@@ -223,11 +260,11 @@ def test_status_counts_the_cache(
     assert empty["database"] == kind and empty["registries"] == 1 and empty["cacheRules"] == 2
 
     for repository in ("counted", "also/counted"):
-        manifest = v2(server, f"/v2/{repository}/manifests/v1")
-        assert manifest.status_code == 200 and manifest.content == image.manifest
-        for digest in (image.config_digest, image.layer_digest):
-            blob = v2(server, f"/v2/{repository}/blobs/{digest}")
-            assert blob.status_code == 200 and blob.content == image.blobs[digest]
+        pulled = v2(server, f"/v2/{repository}/manifests/v1")
+        assert pulled.status_code == 200 and pulled.content == image.manifest
+        for blob_digest in (image.config_digest, image.layer_digest):
+            blob = v2(server, f"/v2/{repository}/blobs/{blob_digest}")
+            assert blob.status_code == 200 and blob.content == image.blobs[blob_digest]
     size = len(image.blobs[image.config_digest]) + len(image.blobs[image.layer_digest])
     expected = {"repositories": 2, "manifests": 2, "tags": 2, "blobs": 2, "blobBytes": size}
     assert status()["cache"] == expected

@@ -123,7 +123,6 @@ def fresh_factory(tmp_path: Path) -> Iterator[Callable[..., InProcessServer]]:
         server.stop()
 
 
-@pytest.mark.slow
 def test_a_fresh_install_says_to_create_a_registry(
     fresh_factory: Callable[..., InProcessServer], tmp_path: Path
 ) -> None:
@@ -221,7 +220,6 @@ async def test_content_counts(index: SqlContentIndex, reg: int, store: SqlResour
     }
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def test_status_counts_the_cache(
     kind: str,

@@ -34,7 +34,7 @@ from pathlib import Path
 from aiohttp import web
 
 from entrepot.addressing import RegistryAddressing
-from entrepot.config import Config, mask_url
+from entrepot.config import CONTENT_DIR, Config, mask_url
 from entrepot.credential_health import CredentialProbe
 from entrepot.errors import ConfigError, ResourceExists
 from entrepot.management import Actor, Management, RegistryRef
@@ -133,8 +133,9 @@ def build_app(config: Config) -> web.Application:
         if row is not None:
             await management.health.measure_and_store(row)
 
+    content_index = SqlContentIndex(database)
     engine = CachingEngine(
-        SqlContentIndex(database),
+        content_index,
         SqlLeases(database),
         upstream,
         tag_ttl=config.cache.tag_ttl_seconds,
@@ -168,7 +169,10 @@ def build_app(config: Config) -> web.Application:
     )
     app.add_subapp(oci.MOUNT, oci.build_oci_app(registry_face))
     kind = "sqlite" if database.is_sqlite else "postgresql"
-    app.add_subapp(status.MOUNT, status.build_status_app(authenticator, resources.counts, kind))
+    status_app = status.build_status_app(
+        authenticator, resources.counts, kind, content_index.counts, storage_shown(config)
+    )
+    app.add_subapp(status.MOUNT, status_app)
 
     async def on_startup(_app: web.Application) -> None:
         try:
@@ -208,6 +212,13 @@ def build_app(config: Config) -> web.Application:
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
     return app
+
+
+def storage_shown(config: Config) -> dict[str, str]:
+    """The content store as ``entrepot status`` shows it: the driver and the absolute path of
+    its root (``[storage] root``, else ``<data_dir>/content``)."""
+    root = config.storage.root or str(config.data_dir / CONTENT_DIR)
+    return {"driver": config.storage.driver, "root": os.path.abspath(root)}
 
 
 def database_problem(config: Config, exc: BaseException) -> str:

@@ -25,8 +25,9 @@ What callers may rely on, besides the guarantees of :mod:`entrepot.storage.drive
 * **Modes** are 0600 for files and 0700 for directories whatever the umask.
 * **Reading back.** A writer's flushed bytes can be read while it writes
   (:meth:`~entrepot.storage.Writer.open_partial`), through a descriptor of the ingest file.
-* **Zero copy.** :meth:`FilesystemDriver.local_path` gives the file's real path so that the web
-  layer can ``sendfile`` it.
+* **Zero copy.** A reader's :meth:`~entrepot.storage.Reader.local_span` hands out its open
+  descriptor so that the web layer can ``sendfile`` the bytes (the file as it was opened, even
+  if it is deleted meanwhile); :meth:`FilesystemDriver.local_path` gives the file's real path.
 * Blocking calls run in threads (``asyncio.to_thread``); writes are buffered into 1 MiB
   chunks, so a thread is used once per chunk, not per small write.
 """
@@ -365,6 +366,9 @@ class FilesystemReader(Reader):
 
     async def _read(self, n: int) -> bytes:
         return await self._io.run(os.pread, self._fd, n, self.offset)
+
+    def _local_fd(self) -> int | None:
+        return self._fd
 
     async def _close(self) -> None:
         await self._io.settle()

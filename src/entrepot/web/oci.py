@@ -82,10 +82,12 @@ from entrepot.proxy import (
     Repository,
     Resolution,
 )
+from entrepot.storage import FileSpan
 from entrepot.web.access_log import PRINCIPAL
 from entrepot.web.auth import TokenAuthenticator
 from entrepot.web.ranges import ByteRange, RangeNotSatisfiable, parse_range
 from entrepot.web.responses import Handler, domain_error, json_response
+from entrepot.web.sendfile import send_span
 
 __all__ = [
     "API_VERSION",
@@ -443,14 +445,20 @@ class RegistryFace:
                 response.set_status(206)
                 response.headers["Content-Range"] = wanted.content_range(found.size)
                 response.content_length = wanted.length
-            await response.prepare(request)
+            writer = await response.prepare(request)
+            assert writer is not None
             try:
                 async for chunk in reader.chunks():
-                    await response.write(chunk)
+                    if isinstance(chunk, FileSpan):  # verified bytes of a local file
+                        await send_span(request, response, writer, chunk)
+                    else:
+                        await response.write(chunk)
             except Exception as exc:  # the headers are sent: all that is left is to hang up
                 where = repository.resolution.repository
                 if isinstance(exc, e.EntrepotError):  # a failed fill: it says why
                     log.warning("serving blob %s of %s cut short: %s", digest, where, exc)
+                elif isinstance(exc, ConnectionError):
+                    log.debug("client hung up while served blob %s of %s", digest, where)
                 else:
                     log.exception("serving blob %s of %s failed", digest, where)
                 if request.transport is not None:

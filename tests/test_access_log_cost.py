@@ -91,3 +91,15 @@ def test_text_and_json_lines_have_every_field() -> None:
     line = _logged("text", bare, web.Response(status=404))
     assert line.startswith(f"GET /{'p' * 511}... 404 0 12.3ms "), line
     assert line.endswith(" principal=- request_id=- remote=- cache=-"), line
+
+
+def test_request_ids_are_distinct_version_4_uuids() -> None:
+    import uuid
+
+    from entrepot.web.oci import _request_id
+
+    ids = {_request_id() for _ in range(20_000)}
+    assert len(ids) == 20_000
+    for each in list(ids)[:2000]:
+        parsed = uuid.UUID(each)
+        assert (str(parsed), parsed.version, parsed.variant) == (each, 4, uuid.RFC_4122)

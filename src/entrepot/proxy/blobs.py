@@ -52,6 +52,10 @@ __all__ = ["BlobFills", "CachedBlobs"]
 
 log = logging.getLogger("entrepot.proxy")
 
+FOLLOW_CHUNK = 256 * 1024
+"""The chunk a client of a running fill reads at a time: what it holds in memory, with as much
+in its connection's buffer, is about twice this (so memory per cold client stays small)."""
+
 
 class BlobFills:
     """The running blob fills of one engine (one per digest in this process)."""
@@ -350,14 +354,12 @@ class _FillReader:
                     await changed.wait()  # being committed or cancelled: wait for the outcome
                     continue
             try:
-                async for chunk in self._reader:
-                    chunk = chunk[: stop - position]
+                while position < stop:
+                    chunk = await self._reader.read(min(FOLLOW_CHUNK, stop - position))
                     if not chunk:
                         break
                     position += len(chunk)
                     yield chunk
-                    if position >= stop:
-                        break
             finally:
                 reader, self._reader = self._reader, None
                 await reader.close()

@@ -262,3 +262,40 @@ def test_blobs_over_tls(
         answer = session.get(url, headers={"Range": "bytes={}-{}".format(*RANGE)}, timeout=60)
         check_blob_answer(answer, data, digest, "hit", RANGE)
         assert session.get(f"{server.url}/v2/", timeout=10).status_code == 200
+
+
+# -- the storage side: spans only of committed files ----------------------------------------------
+@pytest.mark.parametrize("driver", ["filesystem", "memory"])
+async def test_spans_are_of_committed_files_only(tmp_path: Path, driver: str) -> None:
+    from entrepot.config import StorageConfig
+    from entrepot.oci import Digest
+    from entrepot.storage import ContentStore, open_storage
+
+    storage = await open_storage(StorageConfig(driver=driver), tmp_path)
+    store = ContentStore(storage)
+    data = os.urandom(3 * MiB + 5)
+    digest = Digest.of(data)
+    try:
+        async with store.ingest(digest, len(data)) as ingest:
+            await ingest.write(data)
+            partial = await ingest.open_partial(0)
+            assert partial.local_span() is None  # unverified: never a span
+            await partial.close()
+            await ingest.commit()
+        reader = await store.open(digest, 1000)
+        try:
+            span = reader.local_span(len(data) - 7)
+            if driver == "memory":
+                assert span is None and reader.offset == 1000
+                return
+            assert span is not None
+            assert (span.offset, span.count) == (1000, len(data) - 7 - 1000)
+            assert reader.offset == len(data) - 7
+            body = b"".join([chunk async for chunk in span.chunks()])  # the copying path
+            assert body == data[1000:-7]
+            assert reader.local_span() is not None  # the last 7 bytes
+            assert reader.local_span() is None  # nothing left
+        finally:
+            await reader.close()
+    finally:
+        await storage.close()

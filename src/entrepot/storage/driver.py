@@ -261,7 +261,8 @@ class Reader(ABC):
         """The bytes from :attr:`offset` to ``end`` (default and at most :attr:`size`) as a
         :class:`FileSpan` of the local file this reader reads, to be sent with ``sendfile``;
         the reader is then at ``end``. ``None`` (and the reader unchanged) when the driver has
-        no local file (memory, object stores) or nothing is left.
+        no local file (memory, object stores), for a writer's read-back
+        (:meth:`Writer.open_partial`: those bytes are not verified) or when nothing is left.
 
         :raises StorageError: when the reader is closed.
         """

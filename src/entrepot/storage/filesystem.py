@@ -358,9 +358,10 @@ class FilesystemDriver:
 class FilesystemReader(Reader):
     """Reads an open file descriptor with ``pread`` in a thread."""
 
-    def __init__(self, fd: int, path: str, offset: int, size: int) -> None:
+    def __init__(self, fd: int, path: str, offset: int, size: int, *, local: bool = True) -> None:
         super().__init__(NAME, path, offset, size)
         self._fd = fd
+        self._local = local
         self._io = _ThreadIO()
         self._finalizer = weakref.finalize(self, os.close, fd)
 
@@ -368,7 +369,7 @@ class FilesystemReader(Reader):
         return await self._io.run(os.pread, self._fd, n, self.offset)
 
     def _local_fd(self) -> int | None:
-        return self._fd
+        return self._fd if self._local else None
 
     async def _close(self) -> None:
         await self._io.settle()
@@ -414,7 +415,8 @@ class FilesystemWriter(Writer):
         # The ingest file through a descriptor of its own: it outlives the writer's (closed on
         # commit or cancel) and reads the same inode, renamed or unlinked. The base refuses
         # this once a commit or cancel has begun, so the writer's descriptor is open here.
-        return FilesystemReader(os.dup(self._fd), self.path, offset, end)
+        # not local: unverified bytes never go out as a span (sendfile serves committed files)
+        return FilesystemReader(os.dup(self._fd), self.path, offset, end, local=False)
 
     async def _commit(self) -> None:
         await self._flush()

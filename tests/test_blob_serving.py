@@ -299,3 +299,47 @@ async def test_spans_are_of_committed_files_only(tmp_path: Path, driver: str) ->
             await reader.close()
     finally:
         await storage.close()
+
+
+async def test_send_span_on_the_stock_asyncio_loop(tmp_path: Path) -> None:
+    """Without uvloop (it is optional) the zero-copy path works the same: here on the test's
+    own asyncio loop, through a bare aiohttp app around :func:`send_span`."""
+    import asyncio
+
+    import aiohttp
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    from entrepot.storage import FileSpan
+    from entrepot.web.sendfile import send_span
+
+    assert "uvloop" not in type(asyncio.get_running_loop()).__module__
+    data = os.urandom(2 * MiB + 3)
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.content_length = len(data) - 10
+        writer = await response.prepare(request)
+        assert writer is not None
+        await response.write(data[:10])  # bytes first, then the span after them
+        await send_span(request, response, writer, FileSpan(fd, 10, len(data) - 20, "blob"))
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/", handler)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    spans = STATS.zero_copy_spans
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(2):  # keep-alive: the connection is fine after it
+                async with session.get(server.make_url("/")) as answer:
+                    assert await answer.read() == data[:-10]
+    finally:
+        await server.close()
+        os.close(fd)
+    assert STATS.zero_copy_spans == spans + 2

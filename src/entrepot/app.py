@@ -58,7 +58,7 @@ from entrepot.upstream import AddressGuard, AiohttpTransport, UpstreamClient
 from entrepot.web import arm, oci, status
 from entrepot.web import tokens as tokens_face
 from entrepot.web import vault as vault_face
-from entrepot.web.access_log import ACCESS_LOGGER
+from entrepot.web.access_log import ACCESS_LOGGER, CachedTimeFormatter
 from entrepot.web.auth import TokenAuthenticator
 from entrepot.web.responses import Handler, Middleware, management_errors
 from entrepot.web.serving import serve_app, tls_context
@@ -241,11 +241,9 @@ def configure_logging(level: str, access_log: str = "text") -> None:
     The access log (``entrepot.access``, :mod:`entrepot.web.access_log`) is written at INFO
     whatever ``level`` is; as ``json`` its lines are the bare JSON objects, one per line.
     """
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(CachedTimeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     access = logging.getLogger(ACCESS_LOGGER)

@@ -26,10 +26,13 @@ from pathlib import Path
 import pytest
 import requests
 from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
 from entrepot.config import PolicyConfig, load_config
 from entrepot.errors import ConfigError, UpstreamAddressRefused
-from entrepot.upstream import AddressGuard, AiohttpTransport, UpstreamClient
+from entrepot.upstream import AddressGuard, AiohttpTransport, UpstreamClient, UpstreamResponse
+from entrepot.upstream.client import _retry_after
 from tests.conftest import InProcessServer
 from tests.registries import Registry, ThreadedServer, push_test_image
 from tests.test_registry_face import assert_oci_error
@@ -351,6 +354,27 @@ def test_retry_after_in_unicode_digits_is_a_429(
     error = assert_oci_error(answer, 429, "TOOMANYREQUESTS")
     assert "cache rule 'upstream-lib'" in error["message"]
     assert "Traceback" not in fake_server.log()
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [("\u00b2", None), ("\u0663", None), ("\uff11\uff12", None), ("120", 120.0), ("", None)],
+)
+def test_retry_after_and_content_length_take_ascii_digits_only(
+    value: str, seconds: float | None
+) -> None:
+    headers = CIMultiDictProxy(CIMultiDict({"Retry-After": value, "Content-Length": value}))
+    assert _retry_after(headers) == seconds
+    response = UpstreamResponse(200, headers, URL("http://upstream.test/v2/"), _NoBody())
+    assert response.content_length == (None if seconds is None else int(seconds))
+
+
+class _NoBody:
+    async def read_chunk(self, size: int) -> bytes:
+        return b""
+
+    async def close(self) -> None:
+        return None
 
 
 def test_the_reason_phrase_of_an_upstream_is_never_repeated(

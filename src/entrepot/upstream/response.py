@@ -111,7 +111,7 @@ class UpstreamResponse:
     def content_length(self) -> int | None:
         """``Content-Length`` as an integer, or ``None`` when absent or invalid."""
         value = self.headers.get("Content-Length", "").strip()
-        return int(value) if value.isdigit() else None
+        return int(value) if value.isascii() and value.isdigit() else None
 
     async def read(self, limit: int | None = None) -> bytes:
         """The whole body, decoded when its ``Content-Encoding`` is gzip or deflate (the

@@ -141,6 +141,8 @@ def build_app(config: Config) -> web.Application:
         tag_ttl=config.cache.tag_ttl_seconds,
         lease_seconds=config.cache.fill_lease_seconds,
         credentials=RuleCredentials(resources, resolvers, remeasure),
+        revalidate_timeout=config.cache.revalidate_timeout_seconds,
+        upstream_backoff=config.cache.upstream_backoff_seconds,
     )
     authenticator = TokenAuthenticator(resources.token)  # a point read per check, no cache
     app = web.Application(

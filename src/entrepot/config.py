@@ -241,11 +241,18 @@ class CacheConfig:
     an upstream that sends nothing for this long (no headers, or no byte of a body) fails the
     request; there is no limit on a whole download. ``fill_lease_seconds``: how long a blob
     fill holds its cross-process lease between renewals (also how long other processes wait
-    before taking over the fill of a process that died)."""
+    before taking over the fill of a process that died). ``revalidate_timeout_seconds``: a
+    stale tag with a cached copy is revalidated with one try that may wait this long (to
+    connect, then for the answer), no retries; past it the copy is served ``stale``.
+    ``upstream_backoff_seconds``: after an upstream could not be asked (unreachable, TLS, 5xx,
+    429), requests that have a cached copy serve it ``stale`` without asking that upstream (its
+    login server) for this long (0: always ask)."""
 
     tag_ttl_seconds: float = 300.0
     upstream_stall_seconds: float = 30.0
     fill_lease_seconds: float = 30.0
+    revalidate_timeout_seconds: float = 3.0
+    upstream_backoff_seconds: float = 15.0
 
 
 @dataclass(frozen=True)
@@ -664,6 +671,11 @@ def _load_upstream(login_server: str, entry: Any, out: dict[str, UpstreamEndpoin
         raise ConfigError(
             f"{where}.url: expected http(s)://HOST[:PORT], got {mask_url(entry['url'])!r}"
         )
+    if parts.path not in ("", "/") or parts.fragment:
+        raise ConfigError(
+            f"{where}.url: expected http(s)://HOST[:PORT] without a path (entrepot adds "
+            f"/v2/... itself), got {mask_url(entry['url'])!r}"
+        )
     out[key] = UpstreamEndpoint(url=entry["url"].rstrip("/"))
 
 
@@ -773,6 +785,14 @@ def _validate(config: Config, problems: _Problems) -> None:
         (
             0.3 <= config.cache.fill_lease_seconds <= 3600,
             "cache.fill_lease_seconds: 0.3 to 3600",
+        ),
+        (
+            0.1 <= config.cache.revalidate_timeout_seconds <= 300,
+            "cache.revalidate_timeout_seconds: 0.1 to 300",
+        ),
+        (
+            0 <= config.cache.upstream_backoff_seconds <= 3600,
+            "cache.upstream_backoff_seconds: 0 to 3600",
         ),
         (
             0 <= config.registry.rules_refresh_seconds <= 3600,

@@ -21,8 +21,10 @@ Exception tree::
     │                               BlobUnknown
     ├── RepositoryReadOnly (403)    a push to a repository a cache rule covers
     ├── SecretAccessDenied (403), SecretStoreUnavailable (503)
-    ├── UpstreamError (502)         UpstreamAuthenticationFailed, UpstreamUnreachable,
-    │                               UpstreamTlsError, UpstreamTooManyRequests
+    ├── UpstreamError (502)         UpstreamAuthenticationFailed, UpstreamUnreachable
+    │                               (UpstreamAddressRefused, UpstreamNotAsked),
+    │                               UpstreamTlsError, UpstreamTooManyRequests,
+    │                               UpstreamManifestInvalid
     ├── MethodNotAllowed (405)      PushUnsupported
     ├── Conflict (409)              TargetConflict, QuotaExceeded, CredentialSetInUse,
     │                               PropertyChangeNotAllowed, OperationInProgress, ResourceExists
@@ -256,6 +258,24 @@ class UpstreamUnreachable(UpstreamError):
     """No connection to the upstream (DNS, refused, timeout)."""
 
     kind = _kind("UpstreamUnreachable", 502, "UNAVAILABLE")
+
+
+class UpstreamAddressRefused(UpstreamUnreachable):
+    """The address guard refuses every address of the upstream. Clients see the very message of
+    any other unreachable upstream (closed and filtered ports look alike); the class exists so
+    that the client does not try again (asking again cannot change the answer)."""
+
+
+class UpstreamNotAsked(UpstreamUnreachable):
+    """The upstream failed moments ago and is not asked again yet (a cached copy is served
+    stale in its place)."""
+
+
+class UpstreamManifestInvalid(UpstreamError):
+    """The upstream sent a manifest that is not one (not JSON, a field missing or mistyped):
+    the upstream's fault, not the client's."""
+
+    kind = _kind("UpstreamManifestInvalid", 502, "UNKNOWN")
 
 
 class UpstreamTlsError(UpstreamError):

@@ -13,32 +13,50 @@ was deleted) is a :class:`~entrepot.proxy.orphans.CacheOnlyRepository`
 Upstream access (:meth:`CachingEngine.request`): anonymous when the rule has no credential set,
 else with the set's credentials (:mod:`entrepot.proxy.credentials`); an upstream 401 (or a token
 server refusing them) has the set's health measured again; errors name the rule
-(:mod:`entrepot.proxy.upstream_answers`).
+(:mod:`entrepot.proxy.upstream_answers`). A set that cannot be used gets clients an
+``UNAUTHORIZED`` naming only the set and the rule; why goes to the log.
+
+Failing upstreams: a request that has a cached copy to fall back on (``cached=True``: a stale
+tag's revalidation) makes one try that waits at most ``revalidate_timeout`` seconds per step.
+When an upstream (its login server) could not be asked (:func:`~entrepot.proxy.upstream_answers.
+is_failure`), it *rests* for ``upstream_backoff`` seconds: requests with a cached copy raise
+:class:`~entrepot.errors.UpstreamNotAsked` at once (the caller serves the copy ``stale``), and
+requests without one still ask, with one try each (no retries) until an answer ends the rest.
+One WARNING says the upstream rests; operator-side failures (the upstream unreachable or failing
+for a request without a cached copy, an upstream 401 to a credential set, a set whose secrets
+cannot be read) log one WARNING per (rule, kind) a minute, naming the rule, the upstream and the
+reason (:class:`~entrepot.proxy.operator_log.OperatorLog`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import socket
+import time
 import uuid
 from dataclasses import dataclass
 
 from entrepot import errors as e
 from entrepot.metadata import SqlContentIndex, SqlLeases
 from entrepot.proxy.blobs import BlobFills, CachedBlobs
-from entrepot.proxy.credentials import RuleCredentials
+from entrepot.proxy.credentials import CredentialsUnusable, RuleCredentials
 from entrepot.proxy.hot import Flights, HotCache
 from entrepot.proxy.manifests import CachedManifests, CachedTags
+from entrepot.proxy.operator_log import OperatorLog
 from entrepot.proxy.orphans import CachedNames, CacheOnlyRepository
 from entrepot.proxy.referrers import CachedReferrers
 from entrepot.proxy.resolution import CacheOnly, Resolution
-from entrepot.proxy.upstream_answers import named
+from entrepot.proxy.upstream_answers import is_failure, named, where
 from entrepot.storage import ContentStore
 from entrepot.upstream.client import Credentials, UpstreamClient
+from entrepot.upstream.endpoints import normalize_login_server
 from entrepot.upstream.response import UpstreamResponse
 
 __all__ = ["CachedRepository", "CachingEngine"]
+
+log = logging.getLogger("entrepot.proxy")
 
 
 # -- the engine ----------------------------------------------------------------------------------
@@ -56,6 +74,8 @@ class CachingEngine:
     :param hot_bytes: the most manifest bytes held in memory (:attr:`hot`).
     :param names_ttl: seconds the answer to "does this repository no rule covers hold cached
         content" is reused (:attr:`cached_names`).
+    :param revalidate_timeout: seconds each step of a request with a cached copy may wait.
+    :param upstream_backoff: seconds an upstream that could not be asked rests (0: never).
     The content store is attached by :meth:`open` (the server opens it on startup).
     """
 
@@ -71,6 +91,8 @@ class CachingEngine:
         credentials: RuleCredentials | None = None,
         hot_bytes: int = 64 * 1024 * 1024,
         names_ttl: float = 5.0,
+        revalidate_timeout: float = 3.0,
+        upstream_backoff: float = 15.0,
     ) -> None:
         self.credentials = credentials
         self.index = index
@@ -89,6 +111,11 @@ class CachingEngine:
         self.fills = BlobFills(self)
         self.cached_names = CachedNames(index, ttl=names_ttl)
         """Which repositories no rule covers hold cached content (:mod:`entrepot.proxy.orphans`)."""
+        self.revalidate_timeout = revalidate_timeout
+        self.upstream_backoff = upstream_backoff
+        self._resting: dict[str, float] = {}  # login server -> time.monotonic() it may be asked
+        self.warnings = OperatorLog(log)
+        """Rate-limited operator warnings (see the module doc)."""
 
     def open(self, store: ContentStore) -> None:
         """Serve from ``store`` (opened by the caller)."""
@@ -143,20 +170,70 @@ class CachingEngine:
             return None
         try:
             return await self.credentials.get(set_id)
-        except e.UpstreamError as exc:
-            raise named(resolution, exc) from None
+        except CredentialsUnusable as exc:
+            self.warnings.warning(
+                resolution.rule.name,
+                "credentials",
+                "cache rule '%s' (upstream %s): its credentials cannot be used: %s",
+                resolution.rule.name,
+                resolution.upstream.login_server,
+                exc.detail,
+            )
+            raise e.UpstreamAuthenticationFailed(cannot_log_in(resolution, exc.set_name)) from None
 
-    def _refused(self, resolution: Resolution) -> None:
+    def _refused(self, resolution: Resolution, by: str) -> None:
+        """The upstream (``by`` says which part) refused the rule's credentials."""
         set_id = resolution.rule.credential_set_id
-        if set_id is not None and self.credentials is not None:
+        if set_id is None:
+            return
+        self.warnings.warning(
+            resolution.rule.name,
+            "refused",
+            "cache rule '%s': %s refused the credentials of credential set '%s'; its health "
+            "is measured again",
+            resolution.rule.name,
+            by,
+            resolution.rule.credential_set_name or "?",
+        )
+        if self.credentials is not None:
             self.credentials.unauthorized(set_id)
 
+    def resting(self, login_server: str) -> float:
+        """Seconds until ``login_server`` is asked again by requests with a cached copy
+        (0: now)."""
+        until = self._resting.get(normalize_login_server(login_server))
+        return 0.0 if until is None else max(0.0, until - time.monotonic())
+
     async def request(
-        self, resolution: Resolution, method: str, path: str, headers: dict[str, str] | None = None
+        self,
+        resolution: Resolution,
+        method: str,
+        path: str,
+        headers: dict[str, str] | None = None,
+        *,
+        cached: bool = False,
     ) -> UpstreamResponse:
-        """``method /v2/<upstream repository>/<path>`` upstream; client errors name the rule."""
+        """``method /v2/<upstream repository>/<path>`` upstream; client errors name the rule.
+
+        :param cached: the caller has a cached copy to serve stale if this fails: one try,
+            ``revalidate_timeout`` seconds per step, and none at all while the upstream rests
+            (see the module doc).
+        :raises UpstreamNotAsked: ``cached`` and the upstream rests (nothing was sent).
+        :raises UpstreamError: and its subclasses, naming the rule.
+        """
         up = resolution.upstream
+        server = normalize_login_server(up.login_server)
+        rest = self.resting(server)
+        if cached and rest > 0:
+            raise named(
+                resolution,
+                e.UpstreamNotAsked(
+                    f"The upstream {up.login_server} failed moments ago; it is asked again in "
+                    f"{rest:.0f} s."
+                ),
+            )
         credentials = await self._credentials(resolution)
+        attempts: int | None = 1 if cached or rest > 0 else None
         try:
             resp = await self.upstream.request(
                 method,
@@ -165,14 +242,56 @@ class CachingEngine:
                 credentials=credentials,
                 scope=f"repository:{up.repository}:pull",
                 headers=headers,
+                attempts=attempts,
+                step_timeout=self.revalidate_timeout if cached else None,
             )
+        except e.UpstreamAuthenticationFailed as exc:
+            if credentials is None:
+                raise named(resolution, exc) from None
+            self._refused(resolution, f"the token server of upstream {up.login_server}")
+            raise e.UpstreamAuthenticationFailed(
+                cannot_log_in(resolution, resolution.rule.credential_set_name)
+            ) from None
         except e.UpstreamError as exc:
-            if isinstance(exc, e.UpstreamAuthenticationFailed):
-                self._refused(resolution)
+            self._failed(resolution, server, exc, cached)
             raise named(resolution, exc) from None
-        if resp.status == 401:
-            self._refused(resolution)
+        self._resting.pop(server, None)  # it answered
+        if resp.status == 401 and credentials is not None:
+            self._refused(resolution, f"the upstream {up.login_server} (401)")
         return resp
+
+    def _failed(
+        self, resolution: Resolution, server: str, exc: e.UpstreamError, cached: bool
+    ) -> None:
+        """Log ``exc`` for the operator, and let ``server`` rest if it could not be asked."""
+        rule = resolution.rule.name
+        if not is_failure(exc):
+            self.warnings.warning(
+                rule, "error", "pulling through %s failed: %s", where(resolution), exc.message
+            )
+            return
+        if self.upstream_backoff > 0 and self.resting(server) == 0:
+            self._resting[server] = time.monotonic() + self.upstream_backoff
+            log.warning(
+                "upstream %s could not be asked (%s): %s; for %g s, pulls with a cached copy are "
+                "served stale without asking it",
+                server,
+                where(resolution),
+                exc.message.rstrip("."),
+                self.upstream_backoff,
+            )
+        elif not cached:
+            self.warnings.warning(
+                rule, "unreachable", "pulling through %s failed: %s", where(resolution), exc.message
+            )
+
+
+def cannot_log_in(resolution: Resolution, set_name: str | None) -> str:
+    """What a client is told when the rule's credential set cannot be used (nothing more)."""
+    return (
+        f"The credential set '{set_name or '?'}' of cache rule '{resolution.rule.name}' could not "
+        f"log in to {resolution.upstream.login_server}; its credential health says why."
+    )
 
 
 # -- the repository ------------------------------------------------------------------------------

@@ -7,8 +7,10 @@ What callers may rely on:
   of the set, resolved through the configured secret resolvers as the set's ``principal_id``;
   resolved values are kept in memory for ``ttl`` seconds (a rotated secret applies after that,
   or at once after an upstream 401, see :meth:`RuleCredentials.unauthorized`).
-* Failures raise :class:`~entrepot.errors.UpstreamAuthenticationFailed` (``UNAUTHORIZED``)
-  naming the set, the secret identifier and the principal, never a secret value.
+* Failures raise :class:`CredentialsUnusable`: its ``detail`` (for the operator's log) names
+  the set, the secret identifier and the principal, never a secret value; the caller shows
+  clients only the set's name (:meth:`CachingEngine.request
+  <entrepot.proxy.cache.CachingEngine.request>`).
 * :meth:`RuleCredentials.unauthorized` (an upstream 401) forgets the cached values and has the
   set's health measured again by ``remeasure``, at most once per ``ttl`` per set, in the
   background.
@@ -28,9 +30,25 @@ from entrepot.metadata.resources import SqlResourceStore
 from entrepot.secrets import Resolvers
 from entrepot.upstream.client import Credentials
 
-__all__ = ["RuleCredentials"]
+__all__ = ["CredentialsUnusable", "RuleCredentials"]
 
 log = logging.getLogger("entrepot.proxy")
+
+
+class CredentialsUnusable(Exception):
+    """The credentials of a set cannot be had (gone, incomplete, a secret unreadable).
+
+    Not a domain error: its ``detail`` names vaults, secret identifiers and the set's
+    principal, which are for the operator's log, never for a client.
+
+    :ivar set_name: the credential set's name (``None`` when the set is gone).
+    :ivar detail: what failed, for the log; no secret value.
+    """
+
+    def __init__(self, set_name: str | None, detail: str) -> None:
+        super().__init__(detail)
+        self.set_name = set_name
+        self.detail = detail
 
 
 class RuleCredentials:
@@ -61,8 +79,8 @@ class RuleCredentials:
     async def get(self, set_id: int) -> Credentials:
         """The credentials of credential set ``set_id``.
 
-        :raises UpstreamAuthenticationFailed: the set is gone, has no complete credential, or
-            a secret cannot be read as its principal.
+        :raises CredentialsUnusable: the set is gone, has no complete credential, or a secret
+            cannot be read as its principal.
         """
         now = time.monotonic()
         found = self._cache.get(set_id)
@@ -71,11 +89,12 @@ class RuleCredentials:
         async with self.resources.read() as tx:
             row: CredentialSetRecord | None = await tx.by_id(ResourceKind.CREDENTIAL_SET, set_id)
         if row is None:
-            raise e.UpstreamAuthenticationFailed("The credential set of the rule does not exist.")
+            raise CredentialsUnusable(None, f"the credential set (row {set_id}) does not exist")
         item = _first_complete(row.auth_credentials)
         if item is None:
-            raise e.UpstreamAuthenticationFailed(
-                f"The credential set '{row.name}' has no credential with both secret identifiers."
+            raise CredentialsUnusable(
+                row.name,
+                f"the credential set '{row.name}' has no credential with both secret identifiers",
             )
         values: list[str] = []
         for key, what in (
@@ -86,9 +105,10 @@ class RuleCredentials:
             try:
                 secret = await self.resolvers.resolve(identifier, row.principal_id)
             except e.EntrepotError as err:
-                raise e.UpstreamAuthenticationFailed(
-                    f"Reading the {what} secret '{identifier}' of credential set '{row.name}' "
-                    f"as principal '{row.principal_id}' failed: {err.message}"
+                raise CredentialsUnusable(
+                    row.name,
+                    f"reading the {what} secret '{identifier}' of credential set '{row.name}' "
+                    f"as principal '{row.principal_id}' failed: {err.message}",
                 ) from None
             values.append(secret.reveal())
         credentials = (values[0], values[1])

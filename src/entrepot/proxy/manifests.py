@@ -14,10 +14,12 @@ What callers may rely on:
   index (another process may have checked the tag). A stale tag is revalidated upstream
   (``HEAD``, then ``GET`` only when the digest it names is not cached here) and moves (``miss``);
   concurrent requests in this process share one check, and one fetch of a manifest by digest.
-  When the upstream cannot be asked (unreachable, TLS failure, 5xx, 429) and a copy is cached,
-  the copy is served as ``stale`` and a warning is logged; without a copy the upstream error is
-  raised, naming the rule: 401 ``UNAUTHORIZED``, 403 ``DENIED``, 429 ``TOOMANYREQUESTS``, else
-  502.
+  When the upstream cannot be asked (unreachable, TLS failure, 5xx, 429, an invalid manifest)
+  and a copy is cached, the copy is served as ``stale`` and a warning is logged; the ``HEAD``
+  of a cached tag is one try of at most ``[cache] revalidate_timeout_seconds``, and none at
+  all while the upstream rests after a failure (:mod:`entrepot.proxy.cache`). Without a copy
+  the upstream error is raised, naming the rule: 401 ``UNAUTHORIZED``, 403 ``DENIED``, 429
+  ``TOOMANYREQUESTS``, else 502 (an invalid manifest from upstream included).
 * **Accept** (the client's manifest media types; none, or ``*/*``, accepts anything), as
   distribution negotiates it, except that nothing is ever converted: an OCI manifest or index
   the client does not accept is 404 ``MANIFEST_UNKNOWN`` ("OCI manifest found, but accept header
@@ -208,7 +210,8 @@ class CachedManifests:
         """Verify ``data`` (against ``expected`` when given), then store, index and hold it.
 
         :raises UpstreamError: the digest differs from ``expected`` (nothing is stored).
-        :raises ManifestInvalid, Unsupported: ``data`` is not a manifest this cache serves.
+        :raises UpstreamManifestInvalid: ``data`` is not a valid manifest (502).
+        :raises Unsupported: ``data`` is a manifest of a type this cache does not serve.
         """
         digest = Digest.of(data, expected.algorithm) if expected else Digest.of(data)
         if expected is not None and digest != expected:
@@ -216,7 +219,13 @@ class CachedManifests:
                 f"The upstream sent a manifest of digest {digest} for {expected}, "
                 f"{where(self._upstream(f'manifest {expected}'))}; not stored."
             )
-        manifest = parse_manifest(data, content_type)
+        try:
+            manifest = parse_manifest(data, content_type)
+        except e.ManifestInvalid as exc:  # the upstream's fault: 502, never the client's 400
+            raise e.UpstreamManifestInvalid(
+                f"The upstream sent an invalid manifest ({exc.message}), "
+                f"{where(self._upstream('a manifest'))}; not stored."
+            ) from None
         await self.engine.store.put(data, digest)
         refs = manifest.references()
         await self.engine.index.put_manifest(
@@ -288,8 +297,12 @@ class CachedManifests:
         return content
 
     def stale(self, tag: str, local: ManifestContent, exc: e.UpstreamError) -> ManifestContent:
-        """``local`` served as ``stale`` because the upstream failed with ``exc`` (logged)."""
-        log.warning(
+        """``local`` served as ``stale`` because the upstream failed with ``exc`` (logged: a
+        warning when it was asked, at debug level while it rests after a failure, which the
+        engine logged once)."""
+        level = logging.DEBUG if isinstance(exc, e.UpstreamNotAsked) else logging.WARNING
+        log.log(
+            level,
             "serving the cached tag %s:%s (%s) stale: %s",
             self.resolution.repository,
             tag,
@@ -301,9 +314,9 @@ class CachedManifests:
     async def _revalidate(
         self, resolution: Resolution, repo: int, tag: str, local: ManifestContent | None
     ) -> ManifestContent:
-        if local is not None:
+        if local is not None:  # one quick try: the cached copy is served if it fails
             resp = await self.engine.request(
-                resolution, "HEAD", f"manifests/{tag}", {"Accept": ACCEPT_ALL}
+                resolution, "HEAD", f"manifests/{tag}", {"Accept": ACCEPT_ALL}, cached=True
             )
             async with resp:
                 await check(resolution, resp, f"manifest '{tag}'")

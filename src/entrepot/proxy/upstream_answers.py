@@ -2,7 +2,8 @@
 
 * :func:`check` raises the domain error of a non-2xx answer (401 ``UNAUTHORIZED``, 403
   ``DENIED``, 404 ``MANIFEST_UNKNOWN``/``BLOB_UNKNOWN``, other statuses 502), each message naming
-  the cache rule and the upstream;
+  the cache rule and the upstream (a 401 to a credential set names the set and says to look at
+  its credential health; nothing the upstream wrote is repeated);
 * :func:`is_failure` says whether an error means the upstream could not be asked (a cached copy
   may then be served stale);
 * :func:`named` re-raises an upstream error naming the rule; :func:`where` is that wording.
@@ -16,11 +17,17 @@ from entrepot.upstream.response import UpstreamResponse
 
 __all__ = ["check", "is_failure", "media_type", "named", "where"]
 
-_STALE_ERRORS = (e.UpstreamUnreachable, e.UpstreamTlsError, e.UpstreamTooManyRequests)
+_STALE_ERRORS = (
+    e.UpstreamUnreachable,
+    e.UpstreamTlsError,
+    e.UpstreamTooManyRequests,
+    e.UpstreamManifestInvalid,
+)
 
 
 def is_failure(exc: e.UpstreamError) -> bool:
-    """Whether ``exc`` means the upstream could not be asked (serve a stale copy then)."""
+    """Whether ``exc`` means the upstream could not be asked, or answered nonsense (serve a
+    stale copy then)."""
     if isinstance(exc, _STALE_ERRORS):
         return True
     return type(exc) is e.UpstreamError  # 5xx after the retries, or not a registry
@@ -43,6 +50,12 @@ async def check(resolution: Resolution, resp: UpstreamResponse, what: str) -> No
     await resp.close()
     up = resolution.upstream
     rule = where(resolution)
+    if resp.status == 401 and resolution.rule.credential_set_id is not None:
+        raise e.UpstreamAuthenticationFailed(
+            f"The credential set '{resolution.rule.credential_set_name}' of cache rule "
+            f"'{resolution.rule.name}' could not log in to {up.login_server} (401 for {what} "
+            f"of {up.repository}); its credential health says why."
+        )
     if resp.status == 401:
         raise e.UpstreamAuthenticationFailed(
             f"The upstream {up.login_server} refused access to {what} of {up.repository} "

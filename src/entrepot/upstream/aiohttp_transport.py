@@ -29,8 +29,10 @@ _FAILURES = (aiohttp.ClientError, OSError, TimeoutError, ValueError)
 
 class AiohttpTransport:
     """Sends each request through ``session`` (its connector pools connections and decides
-    TLS trust: system CAs by default), with aiohttp's own redirects switched off. A body with
-    a ``Content-Encoding`` (gzip, deflate) is decoded, as the session does by default.
+    TLS trust: system CAs by default), with aiohttp's own redirects and decompression switched
+    off: a body comes as the bytes sent, whatever its ``Content-Encoding`` (a blob stored
+    gzip-compressed is those bytes, by digest; :meth:`UpstreamResponse.read
+    <entrepot.upstream.response.UpstreamResponse.read>` decodes documents).
 
     Every failure to connect (refused by ``guard``, connection refused, unreachable network, no
     answer in time) raises the same :func:`~entrepot.upstream.guard.unreachable` error, so that
@@ -97,10 +99,11 @@ class AiohttpTransport:
                 data=body,
                 allow_redirects=False,
                 raise_for_status=False,
+                auto_decompress=False,
                 timeout=client_timeout,
             )
         except AddressRefused:
-            raise unreachable(hostport(url), timeouts.shortest) from None
+            raise unreachable(hostport(url), timeouts.shortest, refused=True) from None
         except _FAILURES as exc:
             raise transport_error(exc, url, timeouts.shortest) from None
         return UpstreamResponse(

@@ -8,7 +8,11 @@ Layers, from the wire up::
                     ``Authorization`` never leaves the first origin; https → http refused
     _send_retrying  GET/HEAD retried with backoff on connection failures, 502/503/504 and
                     429 (honouring ``Retry-After``); then 429 → UpstreamTooManyRequests and
-                    other 5xx → UpstreamError
+                    other 5xx → UpstreamError (never the reason phrase: an upstream may put
+                    anything there). An address the guard refuses is not retried (it cannot
+                    change). ``request(..., attempts=1, step_timeout=T)`` makes one try of at most
+                    ``T`` s per wait, token fetches included (a revalidation with a cached
+                    copy to fall back on)
     auth            the ``WWW-Authenticate`` challenge of the endpoint (none, Basic, Bearer);
                     Bearer tokens fetched from the realm and cached per scope
     login / request / auth_headers / token_for      the public API
@@ -25,6 +29,11 @@ Authentication"):
   client_id=entrepot&scope``) and remembered as OAuth2-only. Tokens are cached per
   (endpoint, realm, service, scope, user, password fingerprint) until ``expires_in`` (default
   60 s) minus a margin; a token the registry rejects is dropped and fetched once more.
+
+Encodings: every request says ``Accept-Encoding: identity``; a body is passed on as the bytes
+sent (blobs are bytes by digest), except that :meth:`UpstreamResponse.read
+<entrepot.upstream.response.UpstreamResponse.read>` decodes a ``gzip``/``deflate`` body an
+upstream compresses anyway (manifests and token answers are documents, HTTP-correctly decoded).
 
 Secrets: passwords and tokens never appear in an exception message or a log record. Messages
 name the login server or host and, where it helps, the user name. Credentials are sent to a
@@ -51,6 +60,7 @@ import secrets
 import time
 import urllib.parse
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Literal
 
@@ -60,6 +70,7 @@ from yarl import URL
 
 from entrepot.config import UpstreamEndpoint
 from entrepot.errors import (
+    UpstreamAddressRefused,
     UpstreamAuthenticationFailed,
     UpstreamError,
     UpstreamTlsError,
@@ -91,6 +102,19 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _RETRY_STATUSES = frozenset({502, 503, 504})
 _REPOSITORY_SCOPE_RE = re.compile(r"repository(?:\([^)]*\))?:(?P<name>[^:\s]+):[^\s]*")
 _OAUTH_ERROR_RE = re.compile(r"[a-z_]{1,64}")
+MAX_RETRY_AFTER = 86400.0 * 365
+"""A ``Retry-After`` longer than this is read as this (it is not waited for anyway)."""
+
+
+@dataclass(frozen=True)
+class _Limits:
+    """The tries and the timeout of the exchanges of one :meth:`UpstreamClient.request`."""
+
+    attempts: int | None
+    timeout: float | None
+
+
+_LIMITS: ContextVar[_Limits | None] = ContextVar("entrepot_upstream_limits", default=None)
 
 
 @dataclass(frozen=True)
@@ -273,6 +297,8 @@ class UpstreamClient:
         credentials: Credentials | None,
         scope: str | None = None,
         headers: Mapping[str, str] | None = None,
+        attempts: int | None = None,
+        step_timeout: float | None = None,
     ) -> UpstreamResponse:
         """Send ``method path`` (``/v2/...``) to ``login_server``, authenticating as needed.
 
@@ -284,11 +310,33 @@ class UpstreamClient:
         response, best with ``async with``. Its ``url`` is the last hop's. Any status but 429
         and 5xx is returned, including a final 401 (no access), 403 and 404.
 
+        :param attempts: tries of each exchange (default: 1 + the client's ``retries`` for
+            GET/HEAD); ``1``: no retry, not even after a 429 or a 5xx.
+        :param step_timeout: seconds each exchange of this call (token fetches included) may take
+            to connect and to each read, instead of the client's ``timeout`` and
+            ``stall_timeout``; it also bounds each read of the returned body.
         :raises UpstreamAuthenticationFailed: the token server refused the credentials.
         :raises UpstreamTooManyRequests: 429 after the retries.
         :raises UpstreamError: 5xx after the retries; and its other subclasses as for
             :meth:`login`.
         """
+        if attempts is None and step_timeout is None:
+            return await self._request(method, login_server, path, credentials, scope, headers)
+        token = _LIMITS.set(_Limits(attempts, step_timeout))
+        try:
+            return await self._request(method, login_server, path, credentials, scope, headers)
+        finally:
+            _LIMITS.reset(token)
+
+    async def _request(
+        self,
+        method: str,
+        login_server: str,
+        path: str,
+        credentials: Credentials | None,
+        scope: str | None,
+        headers: Mapping[str, str] | None,
+    ) -> UpstreamResponse:
         name = normalize_login_server(login_server)
         endpoint = self.endpoint(name)
         url = _join(endpoint, path)
@@ -579,13 +627,16 @@ class UpstreamClient:
     ) -> UpstreamResponse:
         """``_send`` with retries for GET/HEAD; raises for 429 and 5xx."""
         tries = 1 + (self._retries if method in ("GET", "HEAD") else 0)
+        limits = _LIMITS.get()
+        if limits is not None and limits.attempts is not None:
+            tries = max(1, min(tries, limits.attempts))
         delay = self._backoff
         for attempt in range(tries):
             last = attempt == tries - 1
             try:
                 resp = await self._send(method, url, headers, stream=stream)
-            except UpstreamTlsError:
-                raise
+            except (UpstreamTlsError, UpstreamAddressRefused):
+                raise  # neither changes by asking again
             except UpstreamUnreachable:
                 if last:
                     raise
@@ -621,12 +672,14 @@ class UpstreamClient:
         """One request, redirects followed (one transport exchange per hop); ``Authorization``
         is not sent to another origin."""
         origin = _origin(url)
-        hdrs = {"User-Agent": USER_AGENT, **headers}
-        timeouts = (
-            Timeouts.stream(self._timeout, read=self._stall_timeout)
-            if stream
-            else Timeouts.exchange(self._timeout)
-        )
+        hdrs = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **headers}
+        limits = _LIMITS.get()
+        if limits is not None and limits.timeout is not None:
+            timeouts = Timeouts.stream(limits.timeout, read=limits.timeout)
+        elif stream:
+            timeouts = Timeouts.stream(self._timeout, read=self._stall_timeout)
+        else:
+            timeouts = Timeouts.exchange(self._timeout)
         for _ in range(MAX_REDIRECTS + 1):
             resp = await self._transport.send(method, url, hdrs, body, timeouts=timeouts)
             location = resp.headers.get("Location")
@@ -718,8 +771,8 @@ def _lifetime_margin(lifetime: float) -> float:
 
 def _retry_after(headers: CIMultiDictProxy[str]) -> float | None:
     value = headers.get("Retry-After", "").strip()
-    if value.isdigit():
-        return float(value)
+    if value.isascii() and value.isdigit():  # not "²" or "٣": isdigit() alone takes those
+        return min(float(value), MAX_RETRY_AFTER)
     if value:
         from email.utils import parsedate_to_datetime
 
@@ -741,10 +794,8 @@ async def _raise_for_status(host: str, resp: UpstreamResponse) -> None:
             f"The upstream {host} is rate-limiting requests (429 Too Many Requests{hint})."
         )
     if resp.status >= 500:
-        await resp.close()
-        raise UpstreamError(
-            f"The upstream {host} answered {resp.status} {resp.reason}".rstrip() + "."
-        )
+        await resp.close()  # the reason phrase is the upstream's free text: never repeated
+        raise UpstreamError(f"The upstream {host} answered {resp.status}.")
 
 
 def _unexpected(name: str, status: int, path: str) -> UpstreamError:

@@ -50,7 +50,7 @@ from aiohttp.resolver import ThreadedResolver
 from yarl import URL
 
 from entrepot.config import PolicyConfig, UpstreamEndpoint
-from entrepot.errors import UpstreamUnreachable
+from entrepot.errors import UpstreamAddressRefused, UpstreamUnreachable
 
 __all__ = [
     "AddressGuard",
@@ -80,16 +80,19 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 
 
-def unreachable(host: str, timeout: float | None) -> UpstreamUnreachable:
+def unreachable(host: str, timeout: float | None, *, refused: bool = False) -> UpstreamUnreachable:
     """The one error for an upstream that cannot be connected to, whatever the cause: refused
     by the guard, a closed port, a filtered one (no answer), or no answer in time.
 
     :param host: ``host[:port]`` as messages show it (:func:`~entrepot.upstream.response.
         hostport`).
     :param timeout: the time limit that applied, named in the message.
+    :param refused: the guard refused the address: the same message, as an
+        :class:`~entrepot.errors.UpstreamAddressRefused` (which is not retried).
     """
     within = f"within {timeout:g} s" if timeout is not None else "in time"
-    return UpstreamUnreachable(
+    cls = UpstreamAddressRefused if refused else UpstreamUnreachable
+    return cls(
         f"The upstream {host} could not be reached: it refused the connection, the connection "
         f"is not allowed, or it did not answer {within}."
     )

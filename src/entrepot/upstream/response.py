@@ -7,6 +7,7 @@ the wire. Nothing here knows aiohttp.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Protocol
@@ -54,6 +55,10 @@ class UpstreamResponse:
       returned; the body is not read yet.
     * The body can be consumed **once**: by :meth:`read`, or by iterating :meth:`iter_chunks`.
       Consuming it a second time raises :class:`RuntimeError` (a programming error).
+    * :meth:`read` gives the document: a ``Content-Encoding: gzip`` or ``deflate`` body (an
+      upstream that compresses although asked for ``identity``) is decoded; any other encoding
+      but ``identity`` is refused. :meth:`iter_chunks` gives the bytes sent, never decoded
+      (blobs are bytes by digest, whatever encoding their storage labels them with).
     * :meth:`iter_chunks` yields the bytes as they come from the wire, each chunk at most the
       size asked and never empty, without buffering the whole body: a caller can tee them to
       its clients and to a file while it computes a digest.
@@ -106,16 +111,18 @@ class UpstreamResponse:
     def content_length(self) -> int | None:
         """``Content-Length`` as an integer, or ``None`` when absent or invalid."""
         value = self.headers.get("Content-Length", "").strip()
-        return int(value) if value.isdigit() else None
+        return int(value) if value.isascii() and value.isdigit() else None
 
     async def read(self, limit: int | None = None) -> bytes:
-        """The whole body (the response is closed afterwards).
+        """The whole body, decoded when its ``Content-Encoding`` is gzip or deflate (the
+        response is closed afterwards).
 
-        :param limit: the most bytes accepted; a body announced or found to be longer is
-            refused without being buffered beyond ``limit`` (and the response closed).
-            ``None`` for no limit.
-        :raises UpstreamError: the body is longer than ``limit``; or the connection failed
-            (a subclass such as :class:`~entrepot.errors.UpstreamUnreachable`).
+        :param limit: the most bytes accepted, on the wire and decoded alike; a body announced
+            or found to be longer is refused without being buffered beyond ``limit`` (and the
+            response closed). ``None`` for no limit.
+        :raises UpstreamError: the body is longer than ``limit``; its encoding is not gzip,
+            deflate or identity, or it does not decode; or the connection failed (a subclass
+            such as :class:`~entrepot.errors.UpstreamUnreachable`).
         :raises RuntimeError: the body was already consumed.
         """
         if limit is not None and limit < 0:
@@ -133,7 +140,7 @@ class UpstreamResponse:
                 if limit is not None and total > limit:
                     raise self._too_large(limit)
                 parts.append(chunk)
-            return b"".join(parts)
+            return self._decoded(b"".join(parts), limit)
         finally:
             await self.close()
 
@@ -176,6 +183,34 @@ class UpstreamResponse:
         if self._closed:
             raise RuntimeError("this upstream response is closed")
         self._consumed = True
+
+    def _decoded(self, data: bytes, limit: int | None) -> bytes:
+        encoding = self.headers.get("Content-Encoding", "").strip().lower()
+        if encoding in ("", "identity"):
+            return data
+        if encoding in ("gzip", "x-gzip"):
+            attempts = [16 + zlib.MAX_WBITS]
+        elif encoding == "deflate":  # zlib-wrapped as RFC 9110 says, or raw as some send it
+            attempts = [zlib.MAX_WBITS, -zlib.MAX_WBITS]
+        else:
+            raise UpstreamError(
+                f"The upstream {hostport(self.url)} sent {self.url.path} in an encoding it was "
+                "not asked for (only identity, gzip and deflate are read)."
+            )
+        for wbits in attempts:
+            decoder = zlib.decompressobj(wbits)
+            try:
+                out = decoder.decompress(data, 0 if limit is None else limit + 1)
+            except zlib.error:
+                continue
+            if limit is not None and len(out) > limit:
+                raise self._too_large(limit)
+            if decoder.eof and not decoder.unused_data:
+                return out
+        raise UpstreamError(
+            f"The upstream {hostport(self.url)} sent {self.url.path} with a Content-Encoding "
+            f"({encoding}) that does not decode."
+        )
 
     def _too_large(self, limit: int) -> UpstreamError:
         return UpstreamError(

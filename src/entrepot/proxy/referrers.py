@@ -94,7 +94,7 @@ class CachedReferrers:
         tag = referrers_tag(subject)
         checked = utcnow()
         try:
-            data = await self._ask(resolution, subject, tag)
+            data = await self._ask(resolution, subject, tag, cached=local is not None)
             content = await manifests.keep(repo, data, OCI_INDEX, None)
         except e.UpstreamError as exc:
             if local is None or not is_failure(exc):
@@ -103,16 +103,23 @@ class CachedReferrers:
         await manifests.moved(repo, tag, content.digest, checked)
         return content
 
-    async def _ask(self, resolution: Resolution, subject: Digest, tag: str) -> bytes:
-        """The upstream's referrers index of ``subject`` (see the module doc)."""
+    async def _ask(
+        self, resolution: Resolution, subject: Digest, tag: str, *, cached: bool
+    ) -> bytes:
+        """The upstream's referrers index of ``subject`` (see the module doc); ``cached``: a
+        copy is cached (one quick try; a resting upstream is not asked)."""
         accept = {"Accept": OCI_INDEX}
         what = f"referrers of '{subject}'"
-        resp = await self.engine.request(resolution, "GET", f"referrers/{subject}", accept)
+        resp = await self.engine.request(
+            resolution, "GET", f"referrers/{subject}", accept, cached=cached
+        )
         async with resp:
             if resp.status not in _NO_API:
                 await check(resolution, resp, what)
                 return await _body(resolution, resp)
-        resp = await self.engine.request(resolution, "GET", f"manifests/{tag}", accept)
+        resp = await self.engine.request(
+            resolution, "GET", f"manifests/{tag}", accept, cached=cached
+        )
         async with resp:
             if resp.status == 404:
                 return EMPTY_INDEX

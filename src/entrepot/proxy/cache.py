@@ -19,9 +19,6 @@ server refusing them) has the set's health measured again; errors name the rule
 from __future__ import annotations
 
 import datetime as dt
-import os
-import socket
-import uuid
 from dataclasses import dataclass
 
 from entrepot import errors as e
@@ -29,8 +26,10 @@ from entrepot.metadata import SqlContentIndex, SqlLeases
 from entrepot.proxy.blobs import BlobFills, CachedBlobs
 from entrepot.proxy.credentials import RuleCredentials
 from entrepot.proxy.hot import Flights, HotCache
+from entrepot.proxy.links import BlobLinks
 from entrepot.proxy.manifests import CachedManifests, CachedTags
 from entrepot.proxy.orphans import CachedNames, CacheOnlyRepository
+from entrepot.proxy.owners import process_owner
 from entrepot.proxy.referrers import CachedReferrers
 from entrepot.proxy.resolution import CacheOnly, Resolution
 from entrepot.proxy.upstream_answers import named
@@ -56,6 +55,8 @@ class CachingEngine:
     :param hot_bytes: the most manifest bytes held in memory (:attr:`hot`).
     :param names_ttl: seconds the answer to "does this repository no rule covers hold cached
         content" is reused (:attr:`cached_names`).
+    :param max_blob_bytes: the largest blob fetched from an upstream.
+    :param min_free_bytes: the free space of the store a fill must leave.
     The content store is attached by :meth:`open` (the server opens it on startup).
     """
 
@@ -71,6 +72,8 @@ class CachingEngine:
         credentials: RuleCredentials | None = None,
         hot_bytes: int = 64 * 1024 * 1024,
         names_ttl: float = 5.0,
+        max_blob_bytes: int = 32 * 1024**3,
+        min_free_bytes: int = 1024**3,
     ) -> None:
         self.credentials = credentials
         self.index = index
@@ -79,7 +82,10 @@ class CachingEngine:
         self.tag_ttl = dt.timedelta(seconds=tag_ttl)
         self.lease_seconds = lease_seconds
         self.wait_seconds = wait_seconds
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        self.max_blob_bytes = max_blob_bytes
+        self.min_free_bytes = min_free_bytes
+        self.owner = process_owner()
+        """This engine's name as a lease owner (:mod:`entrepot.proxy.owners`)."""
         self._store: ContentStore | None = None
         self._repositories: dict[tuple[int, str], int] = {}
         self.hot = HotCache(max_bytes=hot_bytes)
@@ -87,6 +93,10 @@ class CachingEngine:
         self.manifest_flights = Flights()
         """Upstream fetches of manifests and tag checks running in this process."""
         self.fills = BlobFills(self)
+        self.blob_links = BlobLinks(index)
+        """Which blobs each repository may serve (:mod:`entrepot.proxy.links`)."""
+        self.blob_heads = Flights()
+        """Upstream ``HEAD`` requests of blobs running in this process."""
         self.cached_names = CachedNames(index, ttl=names_ttl)
         """Which repositories no rule covers hold cached content (:mod:`entrepot.proxy.orphans`)."""
 
@@ -101,6 +111,7 @@ class CachingEngine:
             await self.credentials.close()
         await self.fills.cancel_all()
         await self.manifest_flights.cancel_all()
+        await self.blob_heads.cancel_all()
         await self.cached_names.close()
         if self._store is not None:
             await self._store.storage.close()

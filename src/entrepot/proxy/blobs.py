@@ -117,7 +117,9 @@ class BlobFills:
             try:
                 if await engine.store.has(fill.digest) is None:
                     await self._download(resolution, fill, key)
-                else:  # another process filled it: served here only if this upstream has it
+                elif not await engine.blob_links.linked(fill.repository_id, str(fill.digest)):
+                    # another process filled it for another repository: served here only if
+                    # this upstream has it
                     await upstream_head(engine, resolution, fill.repository_id, fill.digest)
                     await engine.blob_links.link(fill.repository_id, str(fill.digest))
             finally:
@@ -233,9 +235,13 @@ class BlobFills:
                         f"The upstream sent other content than blob {fill.digest}: "
                         f"{exc.message} ({where(resolution)})."
                     ) from None
+                # linked before its clients get their last byte: their next request is a hit
+                try:
+                    await engine.blob_links.link(fill.repository_id, str(fill.digest))
+                except Exception:  # stored anyway; the next request asks the upstream again
+                    log.warning("could not link blob %s to its repository", fill.digest)
                 fill.commit()
         await engine.index.put_blob(str(fill.digest), ingest.size, fill.media_type)
-        await engine.blob_links.link(fill.repository_id, str(fill.digest))
         log.info("cached blob %s (%d bytes) from %s", fill.digest, ingest.size, where(resolution))
 
 

@@ -23,10 +23,14 @@ from aiohttp import web
 
 from entrepot.config import load_config
 from entrepot.errors import ConfigError
+from entrepot.metadata.content import SqlContentIndex
 from entrepot.metadata.leases import SqlLeases
+from entrepot.metadata.records import BlobRef, NewManifest
+from entrepot.metadata.resources import SqlResourceStore
+from entrepot.proxy.links import BlobLinks
 from entrepot.proxy.owners import is_gone, process_owner, start_time
 from tests.conftest import InProcessServer, ServerProcess
-from tests.metadata_support import opened, store_url
+from tests.metadata_support import NOW, add_registry, opened, store_url
 from tests.registries import Registry, ThreadedServer, push_test_image
 from tests.test_pull_blobs import (
     Relay,
@@ -251,6 +255,46 @@ def test_a_fill_killed_with_its_process_is_taken_over_at_once(
     assert stored(server, digest).read_bytes() == data
     assert wait_for_log(open_registry, "GET", f"/v2/lib/crash/blobs/{digest}", 2) == 2
     assert "a process of this host that is gone" in server.log()
+
+
+async def test_blob_links_in_the_index_and_in_memory(database_url: str, tmp_path: Path) -> None:
+    """A blob is linked to a repository by a manifest of it or by ``link_blob``; the links of
+    hot repositories are answered from memory (no read), bounded."""
+    async with opened(store_url(database_url, tmp_path)) as db:
+        index = SqlContentIndex(db)
+        reg = await add_registry(SqlResourceStore(db))
+        one = (await index.ensure_repository(reg, "one")).id
+        two = (await index.ensure_repository(reg, "two")).id
+        layer, fetched, manifest = ("sha256:" + c * 64 for c in "abc")
+        await index.put_manifest(
+            NewManifest(
+                one,
+                manifest,
+                "application/vnd.oci.image.manifest.v1+json",
+                10,
+                None,
+                None,
+                (BlobRef(layer, 5, None),),
+                NOW,
+            )
+        )
+        assert await index.blob_linked(one, layer)  # by the manifest
+        assert not await index.blob_linked(two, layer)  # another repository
+        assert not await index.blob_linked(one, fetched)
+        await index.link_blob(two, fetched)
+        await index.link_blob(two, fetched)  # idempotent
+        assert await index.blob_linked(two, fetched) and not await index.blob_linked(one, fetched)
+
+        links = BlobLinks(index, capacity=2)
+        assert await links.linked(one, layer) and links.reads == 1
+        assert await links.linked(one, layer) and links.reads == 1  # from memory
+        assert not await links.linked(two, layer) and links.reads == 2  # misses are read
+        await links.link(two, layer)
+        assert await links.linked(two, layer) and links.reads == 2
+        assert await index.blob_linked(two, layer)  # written through
+        assert await links.linked(two, fetched) and links.reads == 3
+        assert len(links) == 2  # bounded: the least recently used went
+        assert await links.linked(one, layer) and links.reads == 4
 
 
 # -- blobs scoped per repository ---------------------------------------------------------------

@@ -202,15 +202,21 @@ def test_limits_are_validated(tmp_path: Path) -> None:
 # -- the lease of a dead fill ------------------------------------------------------------------
 def test_owners_of_this_host() -> None:
     me = process_owner()
-    host, pid, started, _ = me.split(":")
+    host, namespace, pid, started, _ = me.split(":")
     assert int(pid) == os.getpid() and int(started) == start_time(os.getpid()) != 0
+    assert namespace.endswith(f".{os.stat('/proc/self/ns/pid').st_ino}")
     assert len(me) <= 100
+    here = f"{host}:{namespace}"
     assert not is_gone(me)  # this process
-    assert is_gone(f"{host}:99999999:1:abc")  # no such pid
+    assert is_gone(f"{here}:99999999:1:abc")  # no such pid
     parent = os.getppid()
-    assert not is_gone(f"{host}:{parent}:{start_time(parent)}:abc")  # alive
-    assert is_gone(f"{host}:{parent}:{(start_time(parent) or 0) + 1}:abc")  # pid reused
-    assert not is_gone("another-host:99999999:1:abc")  # cannot tell: never gone
+    assert not is_gone(f"{here}:{parent}:{start_time(parent)}:abc")  # alive
+    assert is_gone(f"{here}:{parent}:{(start_time(parent) or 0) + 1}:abc")  # pid reused
+    assert not is_gone(f"another-host:{namespace}:99999999:1:abc")  # cannot tell: never gone
+    boot = namespace.split(".")[0]
+    assert not is_gone(f"{host}:{boot}.1:99999999:1:abc")  # another PID namespace (a container)
+    assert not is_gone(f"{host}:0{boot[1:]}.{namespace.split('.')[1]}:99999999:1:abc")  # machine
+    assert not is_gone(f"{host}:99999999:abc")  # the older form: never judged
     assert not is_gone("not an owner")
 
 

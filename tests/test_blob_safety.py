@@ -21,7 +21,7 @@ import pytest
 import requests
 from aiohttp import web
 
-from entrepot.config import load_config
+from entrepot.config import StorageConfig, load_config
 from entrepot.errors import ConfigError
 from entrepot.metadata.content import SqlContentIndex
 from entrepot.metadata.leases import SqlLeases
@@ -29,6 +29,7 @@ from entrepot.metadata.records import BlobRef, NewManifest
 from entrepot.metadata.resources import SqlResourceStore
 from entrepot.proxy.links import BlobLinks
 from entrepot.proxy.owners import is_gone, process_owner, start_time
+from entrepot.storage import open_storage
 from tests.conftest import InProcessServer, ServerProcess
 from tests.metadata_support import NOW, add_registry, opened, store_url
 from tests.registries import Registry, ThreadedServer, push_test_image
@@ -185,6 +186,19 @@ def test_a_blob_that_would_eat_the_reserve_is_refused(
     assert "min_free_bytes" in error["message"] and "does not fit" in error["message"], error
     assert not stored(server, digest).exists()
     assert "does not fit in the cache" in server.log()
+
+
+async def test_storage_drivers_tell_their_free_space(tmp_path: Path) -> None:
+    filesystem = await open_storage(StorageConfig(driver="filesystem"), tmp_path)
+    memory = await open_storage(StorageConfig(driver="memory"), tmp_path)
+    try:
+        free = await filesystem.free_bytes()
+        stats = os.statvfs(tmp_path)
+        assert free is not None and abs(free - stats.f_bavail * stats.f_frsize) < 64 * MiB
+        assert await memory.free_bytes() is None  # cannot tell: not checked
+    finally:
+        await filesystem.close()
+        await memory.close()
 
 
 def test_limits_are_validated(tmp_path: Path) -> None:

@@ -461,6 +461,7 @@ def test_status(
     server = server_factory(extra=extra)
     _populate(server)
     shown = json.loads(ok(cli("status", env=as_server(server))))
+    root = str(server.data_dir / "content")
     assert shown == {
         "url": server.url,
         "version": version("entrepot"),
@@ -468,19 +469,37 @@ def test_status(
         "registries": 2,
         "cacheRules": 2,
         "credentialSets": 1,
+        "cache": {"repositories": 0, "manifests": 0, "tags": 0, "blobs": 0, "blobBytes": 0},
+        "storage": {"driver": "filesystem", "root": root},
     }
+    # a table lists the figures top to bottom, the cache's and the store's included
     table = ok(cli("status", "-o", "table", env=as_server(server))).splitlines()
-    assert table[0].split() == [
-        "Server",
-        "Version",
-        "Database",
-        "Registries",
-        "Cache",
-        "rules",
-        "Credential",
-        "sets",
-    ]
-    assert table[2].split() == [server.url, version("entrepot"), kind, "2", "2", "1"]
+    assert table[0].split() == ["Property", "Value"]
+    rows = dict(re.split(r"\s{2,}", line.strip(), maxsplit=1) for line in table[2:])
+    assert rows == {
+        "Server": server.url,
+        "Version": version("entrepot"),
+        "Database": kind,
+        "Registries": "2",
+        "Cache rules": "2",
+        "Credential sets": "1",
+        "Cached repositories": "0",
+        "Cached manifests": "0",
+        "Cached tags": "0",
+        "Cached blobs": "0",
+        "Cached blob size": "0 B (0 bytes)",
+        "Storage driver": "filesystem",
+        "Storage root": root,
+    }
+    # --query picks a part, as everywhere
+    cache = json.loads(ok(cli("status", "--query", "cache", env=as_server(server))))
+    assert cache["blobs"] == 0 and set(cache) == {
+        "repositories",
+        "manifests",
+        "tags",
+        "blobs",
+        "blobBytes",
+    }
     # The endpoint behind it needs the token, like every management route.
     response = requests.get(f"{server.url}/entrepot/status", timeout=10)
     assert response.status_code == 401

@@ -34,7 +34,7 @@ from pathlib import Path
 from aiohttp import web
 
 from entrepot.addressing import RegistryAddressing
-from entrepot.config import Config, mask_url
+from entrepot.config import CONTENT_DIR, Config, mask_url
 from entrepot.credential_health import CredentialProbe
 from entrepot.errors import ConfigError, ResourceExists
 from entrepot.management import Actor, Management, RegistryRef
@@ -58,7 +58,7 @@ from entrepot.upstream import AddressGuard, AiohttpTransport, UpstreamClient
 from entrepot.web import arm, oci, status
 from entrepot.web import tokens as tokens_face
 from entrepot.web import vault as vault_face
-from entrepot.web.access_log import ACCESS_LOGGER
+from entrepot.web.access_log import ACCESS_LOGGER, CachedTimeFormatter
 from entrepot.web.auth import TokenAuthenticator
 from entrepot.web.responses import Handler, Middleware, management_errors
 from entrepot.web.serving import serve_app, tls_context
@@ -133,8 +133,9 @@ def build_app(config: Config) -> web.Application:
         if row is not None:
             await management.health.measure_and_store(row)
 
+    content_index = SqlContentIndex(database)
     engine = CachingEngine(
-        SqlContentIndex(database),
+        content_index,
         SqlLeases(database),
         upstream,
         tag_ttl=config.cache.tag_ttl_seconds,
@@ -170,7 +171,10 @@ def build_app(config: Config) -> web.Application:
     )
     app.add_subapp(oci.MOUNT, oci.build_oci_app(registry_face))
     kind = "sqlite" if database.is_sqlite else "postgresql"
-    app.add_subapp(status.MOUNT, status.build_status_app(authenticator, resources.counts, kind))
+    status_app = status.build_status_app(
+        authenticator, resources.counts, kind, content_index.counts, storage_shown(config)
+    )
+    app.add_subapp(status.MOUNT, status_app)
 
     async def on_startup(_app: web.Application) -> None:
         try:
@@ -212,6 +216,13 @@ def build_app(config: Config) -> web.Application:
     return app
 
 
+def storage_shown(config: Config) -> dict[str, str]:
+    """The content store as ``entrepot status`` shows it: the driver and the absolute path of
+    its root (``[storage] root``, else ``<data_dir>/content``)."""
+    root = config.storage.root or str(config.data_dir / CONTENT_DIR)
+    return {"driver": config.storage.driver, "root": os.path.abspath(root)}
+
+
 def database_problem(config: Config, exc: BaseException) -> str:
     """One line saying why the database could not be opened, naming it (password hidden)."""
     where = mask_url(config.database.url or config.database_url)
@@ -232,11 +243,9 @@ def configure_logging(level: str, access_log: str = "text") -> None:
     The access log (``entrepot.access``, :mod:`entrepot.web.access_log`) is written at INFO
     whatever ``level`` is; as ``json`` its lines are the bare JSON objects, one per line.
     """
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(CachedTimeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     access = logging.getLogger(ACCESS_LOGGER)

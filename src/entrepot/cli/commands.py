@@ -772,13 +772,52 @@ STATUS_COLUMNS: Columns = (
         for key in ("url", "version", "database", "registries", "cacheRules", "credentialSets")
     ],
 )
+"""What :func:`emit` is given; ``-o table`` without ``--query`` prints :func:`status_rows`."""
+
+
+def human_bytes(size: Any) -> str:
+    """``size`` bytes for people: ``512 B``, ``1.5 KiB`` ... ``2.0 TiB`` (non-numbers as text)."""
+    if not isinstance(size, int):
+        return _text(size)
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def status_rows(item: dict[str, Any]) -> list[Row]:
+    """``entrepot status -o table``: one ``[property, value]`` row per figure, top to bottom
+    (the figures are too many for one line)."""
+    cache = item.get("cache") if isinstance(item.get("cache"), dict) else {}
+    storage = item.get("storage") if isinstance(item.get("storage"), dict) else {}
+    assert isinstance(cache, dict) and isinstance(storage, dict)
+    size = cache.get("blobBytes")
+    shown_size = f"{human_bytes(size)} ({size} bytes)" if isinstance(size, int) else _text(size)
+    return [
+        ["Server", _text(item.get("url"))],
+        ["Version", _text(item.get("version"))],
+        ["Database", _text(item.get("database"))],
+        ["Registries", _text(item.get("registries"))],
+        ["Cache rules", _text(item.get("cacheRules"))],
+        ["Credential sets", _text(item.get("credentialSets"))],
+        ["Cached repositories", _text(cache.get("repositories"))],
+        ["Cached manifests", _text(cache.get("manifests"))],
+        ["Cached tags", _text(cache.get("tags"))],
+        ["Cached blobs", _text(cache.get("blobs"))],
+        ["Cached blob size", shown_size],
+        ["Storage driver", _text(storage.get("driver"))],
+        ["Storage root", _text(storage.get("root"))],
+    ]
 
 
 @app.command("status")
 @client_command
 def status(output: OutputOpt = OutputFormat.json) -> None:
-    """Show the server: its URL, version, database kind (sqlite or postgresql) and how many
-    registries, cache rules and credential sets it holds."""
+    """Show the server: its URL, version, database kind (sqlite or postgresql), how many
+    registries, cache rules and credential sets it holds, what the cache holds (repositories,
+    manifests, tags, blobs and their total size) and where the content store keeps it."""
     from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
     from azure.core.rest import HttpRequest
     from azure.mgmt.core.exceptions import ARMErrorFormat
@@ -790,7 +829,11 @@ def status(output: OutputOpt = OutputFormat.json) -> None:
             error = ClientAuthenticationError if response.status_code == 401 else HttpResponseError
             raise error(response=response, error_format=ARMErrorFormat)
         body = response.json()
-    emit({"url": conn.url, **body}, output, STATUS_COLUMNS)
+    shown = {"url": conn.url, **body}
+    if output is OutputFormat.table and current_options().query is None:
+        print_table(["Property", "Value"], status_rows(shown))
+        return
+    emit(shown, output, STATUS_COLUMNS)
 
 
 # -- cache rules ---------------------------------------------------------------------------------

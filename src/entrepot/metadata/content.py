@@ -76,6 +76,17 @@ _BLOB_LINKED = PointQuery(
     "WHERE repository_id = :repository_id AND digest = :digest"
 )
 
+_COUNT_CONTENT = PointQuery(
+    "SELECT (SELECT count(*) FROM repositories r "
+    "WHERE EXISTS (SELECT 1 FROM manifests m WHERE m.repository_id = r.id)) AS repositories, "
+    "(SELECT count(*) FROM manifests) AS manifests, "
+    "(SELECT count(*) FROM tags) AS tags, "
+    "(SELECT count(*) FROM blobs) AS blobs, "
+    "(SELECT coalesce(sum(size), 0) FROM blobs) AS blob_bytes"
+)
+CONTENT_COUNTS = ("repositories", "manifests", "tags", "blobs", "blob_bytes")
+"""The keys of :meth:`SqlContentIndex.counts`."""
+
 
 def _repository(row: Row) -> RepositoryRecord:
     created = as_utc(row["created_at"])
@@ -332,6 +343,18 @@ class SqlContentIndex:
         )
         async with self.db.transaction() as conn:
             await conn.execute(statement)
+
+    # -- the whole cache -------------------------------------------------------------------------
+    async def counts(self) -> dict[str, int]:
+        """What the cache holds on the whole server, read in one statement (no transaction):
+        ``repositories`` (those holding at least one manifest, as the catalog lists them),
+        ``manifests`` (one per repository and digest), ``tags``, ``blobs`` (verified, each
+        digest once, shared by repositories) and ``blob_bytes`` (their total size). One
+        statement, so the numbers agree with each other; it counts whole tables, so it is
+        meant for status pages, not for a hot path."""
+        row = await self.db.fetch_one(_COUNT_CONTENT)
+        assert row is not None
+        return {key: int(row[key]) for key in CONTENT_COUNTS}
 
     # -- access times ----------------------------------------------------------------------------
     async def record_accesses(

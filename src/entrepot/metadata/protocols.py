@@ -178,6 +178,9 @@ class ContentIndex(Protocol):
     async def record_accesses(
         self, manifests: Iterable[tuple[int, str]], blobs: Iterable[str], when: dt.datetime
     ) -> None: ...
+    async def counts(self) -> dict[str, int]:
+        """Server-wide ``repositories``, ``manifests``, ``tags``, ``blobs``, ``blob_bytes``."""
+        ...
 
 
 # -- VaultStore: the built-in secret vault (entrepot.secrets.vault) -------------------------------

@@ -22,6 +22,10 @@ What callers may rely on:
 * Clients in a process that waits for another process's fill are served from the store once
   the content is there (no streaming across processes: the other process's ingest is not
   verified). So are clients of a blob whose upstream gave no ``Content-Length``.
+* **Zero copy**: bytes of the store (cache hits, and the part of a fill's answer read after its
+  commit) come as a :class:`~entrepot.storage.FileSpan` of the store's open, committed file
+  when the driver has local files (filesystem), for the web layer to ``sendfile``; as bytes
+  otherwise (memory driver). Unverified bytes of a running fill are always bytes.
 * ``HEAD`` (:meth:`CachedBlobs.stat`) of a blob that is not cached asks the upstream with a
   ``HEAD`` and stores nothing; concurrent ``HEAD`` requests of one blob in one repository share
   one upstream ``HEAD`` in a process.
@@ -60,7 +64,7 @@ from entrepot.proxy.engine import BlobDescriptor, BlobReader, Origin
 from entrepot.proxy.owners import is_gone
 from entrepot.proxy.resolution import Resolution
 from entrepot.proxy.upstream_answers import check, media_type, where
-from entrepot.storage import ContentStore, Ingest, Reader, StorageError
+from entrepot.storage import ContentStore, FileSpan, Ingest, Reader, StorageError
 
 if TYPE_CHECKING:
     from entrepot.proxy.cache import CachingEngine
@@ -71,6 +75,10 @@ log = logging.getLogger("entrepot.proxy")
 
 SPACE_CHECK_BYTES = 64 * 1024 * 1024
 """How often (in bytes written) a download of unknown size checks the store's free space."""
+
+FOLLOW_CHUNK = 256 * 1024
+"""The chunk a client of a running fill reads at a time: what it holds in memory, with as much
+in its connection's buffer, is about twice this (so memory per cold client stays small)."""
 
 
 class BlobFills:
@@ -432,8 +440,15 @@ class _StoreReader:
     def descriptor(self) -> BlobDescriptor:
         return self._descriptor
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        async for chunk in self._reader:
+    async def chunks(self) -> AsyncIterator[bytes | FileSpan]:
+        reader = self._reader
+        end = None if self._left is None else reader.offset + self._left
+        span = reader.local_span(end)
+        if span is not None:  # the whole answer at once: one sendfile
+            self._left = 0
+            yield span
+            return
+        async for chunk in reader:
             if self._left is not None:
                 chunk = chunk[: self._left]
                 self._left -= len(chunk)
@@ -472,7 +487,7 @@ class _FillReader:
     def descriptor(self) -> BlobDescriptor:
         return self._descriptor
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    async def chunks(self) -> AsyncIterator[bytes | FileSpan]:
         fill = self._fill
         position, end = self._offset, self._end
         while position < end:
@@ -480,6 +495,11 @@ class _FillReader:
             stop = end
             if fill.committed:
                 self._reader = await self._store.open(self._descriptor.digest, position)
+                span = self._reader.local_span(end)  # verified: the rest at once
+                if span is not None:
+                    position = end
+                    yield span
+                    continue  # the span uses the reader's descriptor: close() closes it
             elif fill.done.is_set():
                 raise self._failed()
             else:
@@ -497,14 +517,12 @@ class _FillReader:
                     await changed.wait()  # being committed or cancelled: wait for the outcome
                     continue
             try:
-                async for chunk in self._reader:
-                    chunk = chunk[: stop - position]
+                while position < stop:
+                    chunk = await self._reader.read(min(FOLLOW_CHUNK, stop - position))
                     if not chunk:
                         break
                     position += len(chunk)
                     yield chunk
-                    if position >= stop:
-                        break
             finally:
                 reader, self._reader = self._reader, None
                 await reader.close()

@@ -92,8 +92,12 @@ class RegistryDirectory:
 
     async def sole(self) -> RegistryHead | None:
         """The server's only registry; ``None`` when it holds none or several."""
-        heads = await self._lookup(_SOLE, self._source.first_registry_heads)
+        heads = await self.first()
         return heads[0] if len(heads) == 1 else None
+
+    async def first(self) -> list[RegistryHead]:
+        """The server's first two registries by row id: none, one, or two for "several"."""
+        return await self._lookup(_SOLE, self._source.first_registry_heads)
 
     async def rules(self, head: RegistryHead) -> RegistryRules:
         """The rules of the registry ``head`` names, as of its ``rules_version`` or newer."""

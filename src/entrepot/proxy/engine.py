@@ -49,6 +49,7 @@ from typing import Protocol
 from entrepot import errors as e
 from entrepot.oci import Digest
 from entrepot.proxy.resolution import CacheOnly, Resolution
+from entrepot.storage import FileSpan
 
 __all__ = [
     "CACHE_HEADER",
@@ -103,8 +104,10 @@ class BlobReader(Protocol):
     @property
     def descriptor(self) -> BlobDescriptor: ...
 
-    def chunks(self) -> AsyncIterator[bytes]:
-        """The bytes in order, in chunks of any size, as they become available."""
+    def chunks(self) -> AsyncIterator[bytes | FileSpan]:
+        """The bytes in order, in chunks of any size, as they become available; a
+        :class:`~entrepot.storage.FileSpan` stands for bytes of a verified local file, to be
+        sent with ``sendfile`` (or read from it: :meth:`~entrepot.storage.FileSpan.chunks`)."""
         ...
 
     async def close(self) -> None: ...

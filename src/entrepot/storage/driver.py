@@ -48,7 +48,9 @@ Errors (all :class:`StorageError`, a 500 when they reach a face unhandled)::
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import re
 import time
 from abc import ABC, abstractmethod
@@ -70,6 +72,7 @@ __all__ = [
     "Driver",
     "DriverFactory",
     "FileInfo",
+    "FileSpan",
     "InvalidOffset",
     "InvalidPath",
     "PathNotFound",
@@ -183,6 +186,35 @@ class FileInfo:
 
 
 # -- streams ------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class FileSpan:
+    """``count`` bytes at ``offset`` of the open local file ``fd``, for the web layer to send
+    without copying them through Python (``sendfile(2)``).
+
+    Given by :meth:`Reader.local_span`: ``fd`` belongs to that reader and stays valid until it
+    is closed; the span is never empty. :meth:`chunks` reads the same bytes for a connection
+    that cannot take ``sendfile`` (TLS).
+    """
+
+    fd: int
+    offset: int
+    count: int
+    path: str
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The span's bytes in chunks of at most :data:`CHUNK_SIZE` (``pread`` in a thread).
+
+        :raises StorageError: when the file is shorter than the span.
+        """
+        offset, end = self.offset, self.offset + self.count
+        while offset < end:
+            data = await asyncio.to_thread(os.pread, self.fd, min(CHUNK_SIZE, end - offset), offset)
+            if not data:
+                raise StorageError(self.path, "the file is shorter than the span read")
+            offset += len(data)
+            yield data
+
+
 class Reader(ABC):
     """A stream of one file's content from an offset.
 
@@ -224,6 +256,30 @@ class Reader(ABC):
             self._closed = True
             with _normalised(self.driver, "close", self.path):
                 await self._close()
+
+    def local_span(self, end: int | None = None) -> FileSpan | None:
+        """The bytes from :attr:`offset` to ``end`` (default and at most :attr:`size`) as a
+        :class:`FileSpan` of the local file this reader reads, to be sent with ``sendfile``;
+        the reader is then at ``end``. ``None`` (and the reader unchanged) when the driver has
+        no local file (memory, object stores), for a writer's read-back
+        (:meth:`Writer.open_partial`: those bytes are not verified) or when nothing is left.
+
+        :raises StorageError: when the reader is closed.
+        """
+        if self._closed:
+            raise StorageError(self.path, "read from a closed reader", driver=self.driver)
+        end = self.size if end is None else min(end, self.size)
+        fd = self._local_fd()
+        if fd is None or end <= self.offset:
+            return None
+        span = FileSpan(fd, self.offset, end - self.offset, self.path)
+        self.offset = end
+        return span
+
+    def _local_fd(self) -> int | None:
+        """The descriptor of the local file read, owned by the reader; drivers that have one
+        override this."""
+        return None
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._chunks()

@@ -25,8 +25,9 @@ What callers may rely on, besides the guarantees of :mod:`entrepot.storage.drive
 * **Modes** are 0600 for files and 0700 for directories whatever the umask.
 * **Reading back.** A writer's flushed bytes can be read while it writes
   (:meth:`~entrepot.storage.Writer.open_partial`), through a descriptor of the ingest file.
-* **Zero copy.** :meth:`FilesystemDriver.local_path` gives the file's real path so that the web
-  layer can ``sendfile`` it.
+* **Zero copy.** A reader's :meth:`~entrepot.storage.Reader.local_span` hands out its open
+  descriptor so that the web layer can ``sendfile`` the bytes (the file as it was opened, even
+  if it is deleted meanwhile); :meth:`FilesystemDriver.local_path` gives the file's real path.
 * Blocking calls run in threads (``asyncio.to_thread``); writes are buffered into 1 MiB
   chunks, so a thread is used once per chunk, not per small write.
 """
@@ -363,14 +364,18 @@ class FilesystemDriver:
 class FilesystemReader(Reader):
     """Reads an open file descriptor with ``pread`` in a thread."""
 
-    def __init__(self, fd: int, path: str, offset: int, size: int) -> None:
+    def __init__(self, fd: int, path: str, offset: int, size: int, *, local: bool = True) -> None:
         super().__init__(NAME, path, offset, size)
         self._fd = fd
+        self._local = local
         self._io = _ThreadIO()
         self._finalizer = weakref.finalize(self, os.close, fd)
 
     async def _read(self, n: int) -> bytes:
         return await self._io.run(os.pread, self._fd, n, self.offset)
+
+    def _local_fd(self) -> int | None:
+        return self._fd if self._local else None
 
     async def _close(self) -> None:
         await self._io.settle()
@@ -416,7 +421,8 @@ class FilesystemWriter(Writer):
         # The ingest file through a descriptor of its own: it outlives the writer's (closed on
         # commit or cancel) and reads the same inode, renamed or unlinked. The base refuses
         # this once a commit or cancel has begun, so the writer's descriptor is open here.
-        return FilesystemReader(os.dup(self._fd), self.path, offset, end)
+        # not local: unverified bytes never go out as a span (sendfile serves committed files)
+        return FilesystemReader(os.dup(self._fd), self.path, offset, end, local=False)
 
     async def _commit(self) -> None:
         await self._flush()

@@ -13,6 +13,9 @@ token sent there is answered 403 ``AuthorizationFailed``.
 :meth:`TokenAuthenticator.authenticate_basic` checks HTTP Basic credentials (user name = the
 token's name, password = the token) for the registry face, and accepts both roles. The acting
 principal's name is the token's name. No error message quotes a header or a token.
+:func:`is_empty_basic` tells Basic credentials with an empty user name and password (what
+skopeo sends when it has none) from real ones, so that the registry face treats them as no
+credentials at all.
 """
 
 from __future__ import annotations
@@ -30,11 +33,24 @@ from entrepot import errors as e
 from entrepot.metadata.records import TokenRecord, TokenRole
 from entrepot.web.access_log import PRINCIPAL
 
-__all__ = ["Principal", "TokenAuthenticator", "TokenLookup"]
+__all__ = ["Principal", "TokenAuthenticator", "TokenLookup", "is_empty_basic"]
 
 TokenLookup = Callable[[str], Awaitable[TokenRecord | None]]
 """``sha256 hex of a token -> its record``, ``None`` when no such token exists (or it was
 revoked). It must see every committed write: it is asked on every request."""
+
+
+def is_empty_basic(header: str) -> bool:
+    """Whether ``header`` is HTTP Basic credentials with an empty user name and an empty
+    password (``Basic Og==``, base64 of ``:``): what skopeo and other clients send to a
+    ``Basic`` challenge when they have no credentials. Such a header carries no identity."""
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return False
+    try:
+        return base64.b64decode(encoded.strip(), validate=True) == b":"
+    except (binascii.Error, ValueError):
+        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,13 +168,20 @@ class TokenAuthenticator:
         except (binascii.Error, ValueError):
             decoded = ""
         user, colon, password = decoded.partition(":")
-        if not colon or not user or not password:
+        if not colon:
             raise e.InvalidAuthenticationToken(
                 "Authentication failed. The Basic credentials must be base64 of 'name:token'."
+            )
+        if not user or not password:
+            raise e.InvalidAuthenticationToken(
+                "Authentication failed. The Basic credentials need a user name (the token's "
+                "name) and a password (the token); one of them is empty."
             )
         record = await self._record(password)
         if record is None or record.name.lower() != user.lower():
             raise e.InvalidAuthenticationToken(
-                "Authentication failed. The user name or the token is not valid."
+                "Authentication failed. The user name or the token is not valid: the user "
+                "name is the token's name ('admin' for the admin token; entrepot token list "
+                "shows them) and the password is the token."
             )
         return Principal(record.name, record.role)

@@ -3,18 +3,25 @@
 Every request goes, in this order, through:
 
 1. **Authentication.** With ``[registry] anonymous_pull`` (by default: only while the server
-   listens on loopback) a request without ``Authorization`` passes. Otherwise, and whenever
-   credentials are sent, they must be HTTP Basic with an API token's name as the user name and
-   the token as the password (``docker login``, ``skopeo --creds NAME:TOKEN``, containerd's
-   ``hosts.toml``), or ``Authorization: Bearer <token>``; both roles (``pull``, ``admin``) may
-   pull. A token is checked with one point read per request, so a revoked token is refused
-   from the moment its revocation commits. Failures are 401 ``UNAUTHORIZED`` with
+   listens on loopback) a request without credentials passes; Basic credentials with an empty
+   user name and password (``Basic Og==``: what skopeo sends when it has none) count as none,
+   with or without anonymous pull. Otherwise, and whenever credentials are sent, they must be
+   HTTP Basic with an API token's name as the user name and the token as the password
+   (``docker login``, ``skopeo --creds NAME:TOKEN``, containerd's ``hosts.toml``), or
+   ``Authorization: Bearer <token>``; both roles (``pull``, ``admin``) may pull. A token is
+   checked with one point read per request, so a revoked token is refused from the moment its
+   revocation commits. Failures are 401 ``UNAUTHORIZED`` with
    ``WWW-Authenticate: Basic realm="entrepot"`` (``GET /v2/`` too: it is how ``docker login``
    probes).
 2. **The registry**, by its ``Host`` header (:mod:`entrepot.addressing`), in
    ``request[REGISTRY]``: a host that names no registry, the server's own host when no registry
    is the default, a registry that does not exist and a name held by several registries are all
    404 ``NAME_UNKNOWN`` whose message says which: a request never reaches another registry.
+   A server that holds no registry yet says so, and how to create one; there, and only there,
+   the ping (``GET /v2/``) still answers 200 once authentication passed, as distribution's
+   does, so that a client goes on to its real request and shows that message (a client shows
+   nothing of a failed ping's body). A host that names a registry that does not exist fails
+   the ping too, so ``docker login`` to a wrong address fails.
 3. **The route.** ``GET``/``HEAD`` of ``/v2/`` is 200 ``{}``; of ``/v2/_catalog`` the
    registry's cached repositories (no repository is named ``_catalog``: a name starts with a
    letter or digit). Under ``/v2/<name>/``:
@@ -66,7 +73,7 @@ from __future__ import annotations
 
 import logging
 import re
-import uuid
+from random import getrandbits
 from typing import Any
 from urllib.parse import urlencode
 
@@ -85,10 +92,12 @@ from entrepot.proxy import (
     Repository,
     Resolution,
 )
+from entrepot.storage import FileSpan
 from entrepot.web.access_log import PRINCIPAL
-from entrepot.web.auth import TokenAuthenticator
+from entrepot.web.auth import TokenAuthenticator, is_empty_basic
 from entrepot.web.ranges import ByteRange, RangeNotSatisfiable, parse_range
 from entrepot.web.responses import Handler, domain_error, json_response
+from entrepot.web.sendfile import send_span
 
 __all__ = [
     "API_VERSION",
@@ -131,6 +140,10 @@ _ROUTES = (
 )
 
 
+class _NoRegistryYet(e.ResourceNotFound):
+    """The server's own host was addressed and the server holds no registry at all."""
+
+
 def oci_error(err: e.EntrepotError) -> web.Response:
     """``err`` as OCI error JSON with the error table's status and OCI code."""
     detail: dict[str, Any] | None = {"target": err.target} if err.target else None
@@ -139,6 +152,13 @@ def oci_error(err: e.EntrepotError) -> web.Response:
     if isinstance(err, e.Unauthenticated):
         response.headers["WWW-Authenticate"] = CHALLENGE
     return response
+
+
+def _request_id() -> str:
+    """A fresh request id in the form of a version-4 UUID, from the process's PRNG: it must be
+    unique, not unguessable, and ``uuid.uuid4`` (``os.urandom``) costs several times more."""
+    h = f"{getrandbits(128):032x}"
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
 
 def _route(path: str) -> tuple[str, str, str] | None:
@@ -206,10 +226,15 @@ class RegistryFace:
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        request[REQUEST_ID] = str(uuid.uuid4())
+        request[REQUEST_ID] = _request_id()
         try:
             await self.authenticate(request)
-            request[REGISTRY] = await self.registry_for(request.headers.get("Host", ""))
+            try:
+                request[REGISTRY] = await self.registry_for(request.headers.get("Host", ""))
+            except _NoRegistryYet:
+                if request.path.rstrip("/") != MOUNT or request.method not in READ_METHODS:
+                    raise
+                # the ping of a fresh install: 200, so the client's real request shows why
             response = await handler(request)
         except web.HTTPNotFound:
             response = oci_error(
@@ -230,13 +255,13 @@ class RegistryFace:
     async def authenticate(self, request: web.Request) -> None:
         """Let the request pass, or raise (see the module doc, step 1)."""
         header = request.headers.get("Authorization", "")
-        if not header:
+        if not header or is_empty_basic(header):  # skopeo without credentials sends ":"
             if self.anonymous_pull:
                 return
             raise e.Unauthenticated(
                 "Authentication required. Send HTTP Basic credentials: an API token's name as "
                 "the user name and the token as the password (docker login; skopeo --creds "
-                "NAME:TOKEN)."
+                "NAME:TOKEN); entrepot token create -n NAME --role pull makes one."
             )
         if header.partition(" ")[0].lower() == "bearer":
             principal = await self.authenticator.bearer(header)
@@ -253,7 +278,8 @@ class RegistryFace:
         """The one registry that ``Host: host`` addresses.
 
         :raises ResourceNotFound: (``NAME_UNKNOWN``) when it addresses none, a registry that does
-            not exist, or a name that several registries hold.
+            not exist, or a name that several registries hold; when the server holds no
+            registry at all, its subclass ``_NoRegistryYet`` that says how to create one.
         """
         target = self.addressing.registry_name_for_host(host)
         shown = host[:255]
@@ -267,8 +293,16 @@ class RegistryFace:
         if target is DEFAULT:
             name = self.addressing.default_registry
             if name is None:
-                sole = await self.directory.sole()
-                if sole is None:
+                first = await self.directory.first()
+                if not first:
+                    raise _NoRegistryYet(
+                        "This server has no registry yet: create one (entrepot registry create "
+                        "-n NAME -g GROUP) and a cache rule (entrepot cache create -n RULE -r "
+                        "NAME -g GROUP -s docker.io/library/alpine -t alpine), then pull "
+                        f"{shown or 'HOST:PORT'}/alpine.",
+                        target="Host",
+                    )
+                if len(first) > 1:
                     how = (
                         f"address a registry by its login server, <registry name>.{domain}"
                         if domain
@@ -276,11 +310,11 @@ class RegistryFace:
                     )
                     raise e.ResourceNotFound(
                         f"No registry answers at the server's own host '{shown}': the server "
-                        "holds no registry or several, and [server] default_registry is not "
+                        "holds several registries, and [server] default_registry is not "
                         f"set; {how}.",
                         target="Host",
                     )
-                return sole
+                return first[0]
             what = f"The default registry '{name}' ([server] default_registry)"
         else:
             name = target
@@ -452,14 +486,20 @@ class RegistryFace:
                 response.set_status(206)
                 response.headers["Content-Range"] = wanted.content_range(found.size)
                 response.content_length = wanted.length
-            await response.prepare(request)
+            writer = await response.prepare(request)
+            assert writer is not None
             try:
                 async for chunk in reader.chunks():
-                    await response.write(chunk)
+                    if isinstance(chunk, FileSpan):  # verified bytes of a local file
+                        await send_span(request, response, writer, chunk)
+                    else:
+                        await response.write(chunk)
             except Exception as exc:  # the headers are sent: all that is left is to hang up
                 where = repository.resolution.repository
                 if isinstance(exc, e.EntrepotError):  # a failed fill: it says why
                     log.warning("serving blob %s of %s cut short: %s", digest, where, exc)
+                elif isinstance(exc, ConnectionError):
+                    log.debug("client hung up while served blob %s of %s", digest, where)
                 else:
                     log.exception("serving blob %s of %s failed", digest, where)
                 if request.transport is not None:

@@ -140,6 +140,8 @@ def build_app(config: Config) -> web.Application:
         upstream,
         tag_ttl=config.cache.tag_ttl_seconds,
         lease_seconds=config.cache.fill_lease_seconds,
+        max_blob_bytes=config.cache.max_blob_bytes,
+        min_free_bytes=config.cache.min_free_bytes,
         credentials=RuleCredentials(resources, resolvers, remeasure),
         revalidate_timeout=config.cache.revalidate_timeout_seconds,
         upstream_backoff=config.cache.upstream_backoff_seconds,

@@ -241,18 +241,26 @@ class CacheConfig:
     an upstream that sends nothing for this long (no headers, or no byte of a body) fails the
     request; there is no limit on a whole download. ``fill_lease_seconds``: how long a blob
     fill holds its cross-process lease between renewals (also how long other processes wait
-    before taking over the fill of a process that died). ``revalidate_timeout_seconds``: a
+    before taking over the fill of a process that died on another host; the lease of a process
+    of this host that died is taken over at once). ``revalidate_timeout_seconds``: a
     stale tag with a cached copy is revalidated with one try that may wait this long (to
     connect, then for the answer), no retries; past it the copy is served ``stale``.
     ``upstream_backoff_seconds``: after an upstream could not be asked (unreachable, TLS, 5xx,
     429), requests that have a cached copy serve it ``stale`` without asking that upstream (its
-    login server) for this long (0: always ask)."""
+    login server) for this long (0: always ask). ``max_blob_bytes``: the largest blob fetched
+    from an upstream (a larger announced size is refused at once, a download of unknown size is
+    cut when it passes it; nothing is kept). ``min_free_bytes``: the free space a fill must
+    leave on the storage's filesystem (a blob whose announced size does not fit is refused, a
+    download that brings the free space below it is cut; drivers that cannot tell their free
+    space are not checked)."""
 
     tag_ttl_seconds: float = 300.0
     upstream_stall_seconds: float = 30.0
     fill_lease_seconds: float = 30.0
     revalidate_timeout_seconds: float = 3.0
     upstream_backoff_seconds: float = 15.0
+    max_blob_bytes: int = 32 * 1024**3
+    min_free_bytes: int = 1024**3
 
 
 @dataclass(frozen=True)
@@ -793,6 +801,14 @@ def _validate(config: Config, problems: _Problems) -> None:
         (
             0 <= config.cache.upstream_backoff_seconds <= 3600,
             "cache.upstream_backoff_seconds: 0 to 3600",
+        ),
+        (
+            1 <= config.cache.max_blob_bytes <= 2**50,
+            "cache.max_blob_bytes: 1 to 1125899906842624 (1 PiB)",
+        ),
+        (
+            0 <= config.cache.min_free_bytes <= 2**50,
+            "cache.min_free_bytes: 0 to 1125899906842624 (1 PiB)",
         ),
         (
             0 <= config.registry.rules_refresh_seconds <= 3600,

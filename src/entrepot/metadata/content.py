@@ -9,7 +9,10 @@ What callers may rely on:
   error. A manifest and the references it holds are written in one transaction, so a manifest is
   never visible without them.
 * A blob belongs to a repository when a manifest of that repository references it
-  (:meth:`SqlContentIndex.blob_in_repository`), as distribution links blobs to repositories.
+  (:meth:`SqlContentIndex.blob_in_repository`), as distribution links blobs to repositories;
+  it is *linked* to the repository (:meth:`SqlContentIndex.blob_linked`) when it belongs to it
+  or was linked by itself (:meth:`SqlContentIndex.link_blob`: the repository fetched it, or
+  its upstream said it has it). A repository serves only the blobs linked to it.
 * Access times are written in batches (:meth:`SqlContentIndex.record_accesses`), one statement
   per kind of row; a lost batch costs only freshness of eviction data.
 * Point reads (repository, tag, manifest, blob) run without a transaction
@@ -65,6 +68,12 @@ _GET_BLOB = PointQuery(
 _BLOB_IN_REPOSITORY = PointQuery(
     "SELECT 1 AS found FROM manifest_references "
     "WHERE repository_id = :repository_id AND digest = :digest LIMIT 1"
+)
+_BLOB_LINKED = PointQuery(
+    "SELECT 1 AS found FROM blob_links WHERE repository_id = :repository_id AND digest = :digest "
+    "UNION ALL "
+    "SELECT 1 AS found FROM manifest_references "
+    "WHERE repository_id = :repository_id AND digest = :digest"
 )
 
 _COUNT_CONTENT = PointQuery(
@@ -318,6 +327,22 @@ class SqlContentIndex:
             _BLOB_IN_REPOSITORY, repository_id=repository_id, digest=digest
         )
         return row is not None
+
+    async def blob_linked(self, repository_id: int, digest: str) -> bool:
+        """Whether blob ``digest`` is linked to the repository: a manifest of it references
+        the blob, or :meth:`link_blob` linked it; one point read."""
+        row = await self.db.fetch_one(_BLOB_LINKED, repository_id=repository_id, digest=digest)
+        return row is not None
+
+    async def link_blob(self, repository_id: int, digest: str) -> None:
+        """Link blob ``digest`` to the repository (idempotent)."""
+        statement = (
+            self._insert(t.blob_links)
+            .values(repository_id=repository_id, digest=digest)
+            .on_conflict_do_nothing(index_elements=["repository_id", "digest"])
+        )
+        async with self.db.transaction() as conn:
+            await conn.execute(statement)
 
     # -- the whole cache -------------------------------------------------------------------------
     async def counts(self) -> dict[str, int]:

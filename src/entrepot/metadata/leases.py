@@ -8,6 +8,10 @@ What callers may rely on:
 * :meth:`SqlLeases.renew` succeeds only for the current holder; :meth:`SqlLeases.release` only
   removes the caller's own lease. An expired lease stays until someone else acquires it or
   :meth:`SqlLeases.purge_expired` removes it.
+* :meth:`SqlLeases.take_over` hands a lease from a given holder to the caller, whether or not
+  it expired, in one conditional statement: for a caller that knows the holder is gone (a
+  process of its own host that died), so it need not wait for the expiry. Of concurrent
+  callers taking over the same holder's lease exactly one succeeds.
 * None of these take the serialised write lock of :meth:`Database.write`.
 * Clocks: expiry compares the callers' clocks; keep replicas' clocks in sync (NTP) and leases
   several seconds long.
@@ -67,6 +71,18 @@ class SqlLeases:
                 sa.update(t.leases)
                 .where(l.key == key, l.owner == owner)
                 .values(expires=_until(seconds))
+            )
+            return int(result.rowcount) == 1
+
+    async def take_over(self, key: str, owner: str, previous: str, seconds: float) -> bool:
+        """Hold ``key`` for ``seconds`` from now if ``previous`` holds it (expired or not);
+        ``False`` if someone else does (or nobody: then :meth:`acquire` it)."""
+        l = t.leases.c  # noqa: E741
+        async with self.db.transaction() as conn:
+            result = await conn.execute(
+                sa.update(t.leases)
+                .where(l.key == key, l.owner == previous)
+                .values(owner=owner, expires=_until(seconds))
             )
             return int(result.rowcount) == 1
 

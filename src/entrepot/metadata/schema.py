@@ -224,6 +224,19 @@ manifest_references = sa.Table(
     sa.Index("ix_manifest_references_digest", "repository_id", "digest"),
 )
 
+# a blob a repository fetched, or that its upstream confirmed, by itself (revision 0006)
+blob_links = sa.Table(
+    "blob_links",
+    metadata,
+    sa.Column(
+        "repository_id",
+        sa.Integer,
+        sa.ForeignKey("repositories.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("digest", sa.String(200), primary_key=True),
+)
+
 tags = sa.Table(
     "tags",
     metadata,

@@ -27,7 +27,27 @@ What callers may rely on:
   when the driver has local files (filesystem), for the web layer to ``sendfile``; as bytes
   otherwise (memory driver). Unverified bytes of a running fill are always bytes.
 * ``HEAD`` (:meth:`CachedBlobs.stat`) of a blob that is not cached asks the upstream with a
-  ``HEAD`` and stores nothing.
+  ``HEAD`` and stores nothing; concurrent ``HEAD`` requests of one blob in one repository share
+  one upstream ``HEAD`` in a process.
+* **Blobs are scoped per repository** (:mod:`entrepot.proxy.links`): the store is shared, but
+  a repository serves a stored blob only when it is linked to it (a manifest of it references
+  the blob, or it fetched the blob, or its upstream said it has it). A stored blob that is not
+  linked is asked of the repository's upstream with a ``HEAD`` (through its rule and
+  credentials): if the upstream has it, it is linked and served from the store (``miss``,
+  nothing downloaded again); a 404 is ``BLOB_UNKNOWN``. A client of a repository that joins a
+  fill another repository started is asked the same way first. Warm pulls of linked blobs
+  read the links from memory.
+* **Limits** (``[cache] max_blob_bytes``, ``min_free_bytes``): a blob whose upstream announces
+  more than ``max_blob_bytes`` (``GET`` or ``HEAD``), or more than the store's free space less
+  ``min_free_bytes`` (less what the running fills of this process still have to write), is
+  refused at once with a 502 that names the rule and the limit; a download of unknown size is
+  cut (nothing kept) once it passes ``max_blob_bytes`` or the free space falls below
+  ``min_free_bytes`` (checked every :data:`SPACE_CHECK_BYTES`). Each refusal is logged as a
+  warning. Drivers that cannot tell their free space (``free_bytes`` is ``None``) are not
+  checked for space.
+* **A dead fill's lease**: a process that waits for the lease of a blob held by a process of
+  this host that is gone (:func:`~entrepot.proxy.owners.is_gone`: killed, say) takes it over
+  at once instead of waiting for it to expire.
 """
 
 from __future__ import annotations
@@ -41,6 +61,7 @@ from typing import TYPE_CHECKING
 from entrepot import errors as e
 from entrepot.oci import Digest
 from entrepot.proxy.engine import BlobDescriptor, BlobReader, Origin
+from entrepot.proxy.owners import is_gone
 from entrepot.proxy.resolution import Resolution
 from entrepot.proxy.upstream_answers import check, media_type, where
 from entrepot.storage import ContentStore, FileSpan, Ingest, Reader, StorageError
@@ -51,6 +72,9 @@ if TYPE_CHECKING:
 __all__ = ["BlobFills", "CachedBlobs"]
 
 log = logging.getLogger("entrepot.proxy")
+
+SPACE_CHECK_BYTES = 64 * 1024 * 1024
+"""How often (in bytes written) a download of unknown size checks the store's free space."""
 
 FOLLOW_CHUNK = 256 * 1024
 """The chunk a client of a running fill reads at a time: what it holds in memory, with as much
@@ -71,39 +95,44 @@ class BlobFills:
             fill.task.cancel()
         await asyncio.gather(*(f.task for f in fills), return_exceptions=True)
 
-    def fill(self, resolution: Resolution, digest: Digest) -> tuple[_Fill, bool]:
-        """The running fill of ``digest`` (started if none); whether this call started it."""
+    def fill(
+        self, resolution: Resolution, digest: Digest, repository_id: int
+    ) -> tuple[_Fill, bool]:
+        """The running fill of ``digest`` (started for the repository if none); whether this
+        call started it. A fill links the blob to the repository that started it."""
         found = self._fills.get(digest)
         if found is not None:
             return found, False
-        fill = _Fill(digest)
+        fill = _Fill(digest, repository_id)
         self._fills[digest] = fill
         fill.task = asyncio.create_task(self._run_fill(resolution, fill), name=f"fill {digest}")
         fill.task.add_done_callback(lambda _t: self._fills.pop(digest, None))
         return fill, True
 
+    def _pending_bytes(self, besides: _Fill) -> int:
+        """What the other running fills of this process announced and have not written yet."""
+        return sum(
+            max(0, f.size - f.readable)
+            for f in self._fills.values()
+            if f is not besides and f.size is not None and not f.done.is_set()
+        )
+
     async def _run_fill(self, resolution: Resolution, fill: _Fill) -> None:
+        engine = self.engine
         key = f"blob:{fill.digest}"
         try:
-            deadline = asyncio.get_running_loop().time() + self.engine.wait_seconds
-            delay = 0.05
-            while not await self.engine.leases.acquire(
-                key, self.engine.owner, self.engine.lease_seconds
-            ):
-                if await self.engine.store.has(fill.digest) is not None:
-                    return  # another process filled it
-                if asyncio.get_running_loop().time() > deadline:
-                    raise e.UpstreamError(
-                        f"Another server process has been fetching blob {fill.digest} for "
-                        f"longer than {self.engine.wait_seconds:.0f} s, {where(resolution)}."
-                    )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.5)
+            held = await self._lease(resolution, fill, key)
             try:
-                if await self.engine.store.has(fill.digest) is None:
+                if await engine.store.has(fill.digest) is None:
                     await self._download(resolution, fill, key)
+                elif not await engine.blob_links.linked(fill.repository_id, str(fill.digest)):
+                    # another process filled it for another repository: served here only if
+                    # this upstream has it
+                    await upstream_head(engine, resolution, fill.repository_id, fill.digest)
+                    await engine.blob_links.link(fill.repository_id, str(fill.digest))
             finally:
-                await self.engine.leases.release(key, self.engine.owner)
+                if held:
+                    await engine.leases.release(key, engine.owner)
         except BaseException as exc:
             fill.fail(exc)
             if isinstance(exc, e.EntrepotError):
@@ -116,23 +145,97 @@ class BlobFills:
         finally:
             fill.finish()
 
+    async def _lease(self, resolution: Resolution, fill: _Fill, key: str) -> bool:
+        """Take the lease of the fill (``True``), or wait until the content is in the store
+        (``False``: another process filled it). The lease of a process of this host that is
+        gone is taken over at once; others are waited for until they expire."""
+        engine = self.engine
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + engine.wait_seconds
+        delay = 0.05
+        judged: str | None = None  # the holder already found alive
+        while not await engine.leases.acquire(key, engine.owner, engine.lease_seconds):
+            if await engine.store.has(fill.digest) is not None:
+                return False
+            holder = await engine.leases.holder(key)
+            if holder is not None and holder.owner != judged:
+                judged = holder.owner
+                if is_gone(holder.owner) and await engine.leases.take_over(
+                    key, engine.owner, holder.owner, engine.lease_seconds
+                ):
+                    log.warning(
+                        "took over the fill of blob %s from %s, a process of this host that "
+                        "is gone",
+                        fill.digest,
+                        holder.owner,
+                    )
+                    return True
+            if loop.time() > deadline:
+                raise e.UpstreamError(
+                    f"Another server process has been fetching blob {fill.digest} for "
+                    f"longer than {engine.wait_seconds:.0f} s, {where(resolution)}."
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+        return True
+
+    async def _check_room(
+        self, resolution: Resolution, fill: _Fill, size: int | None, written: int = 0
+    ) -> None:
+        """Refuse (raise) a fill of ``size`` bytes (``None``: unknown, ``written`` so far)
+        that would leave less than ``[cache] min_free_bytes`` free in the store."""
+        engine = self.engine
+        free = await engine.store.storage.free_bytes()
+        if free is None:
+            return
+        room = free - engine.min_free_bytes - self._pending_bytes(fill)
+        if size is not None and size > room:
+            raise refused(
+                f"Blob {fill.digest} ({size} bytes) does not fit in the cache: the store has "
+                f"{free} bytes free, [cache] min_free_bytes = {engine.min_free_bytes} must stay "
+                f"free and other downloads need {free - engine.min_free_bytes - room}; not "
+                f"fetched ({where(resolution)})."
+            )
+        if size is None and room < 0:
+            raise refused(
+                f"The store's free space fell below [cache] min_free_bytes = "
+                f"{engine.min_free_bytes} while fetching blob {fill.digest} of unknown size "
+                f"({written} bytes so far); the download was stopped and nothing kept "
+                f"({where(resolution)})."
+            )
+
     async def _download(self, resolution: Resolution, fill: _Fill, key: str) -> None:
-        resp = await self.engine.request(resolution, "GET", f"blobs/{fill.digest}")
+        engine = self.engine
+        limit = engine.max_blob_bytes
+        resp = await engine.request(resolution, "GET", f"blobs/{fill.digest}")
         async with resp:
             await check(resolution, resp, f"blob '{fill.digest}'")
             size = resp.content_length
-            renew_at = asyncio.get_running_loop().time() + self.engine.lease_seconds / 3
-            async with self.engine.store.ingest(fill.digest, size) as ingest:
+            if size is not None and size > limit:
+                raise too_large(resolution, fill.digest, size, limit)
+            await self._check_room(resolution, fill, size)
+            next_space_check = SPACE_CHECK_BYTES
+            renew_at = asyncio.get_running_loop().time() + engine.lease_seconds / 3
+            async with engine.store.ingest(fill.digest, size) as ingest:
                 fill.start(size, media_type(resp), ingest)
                 async for chunk in resp.iter_chunks():
+                    if size is None:  # no announced size: bounded as it arrives
+                        total = ingest.size + len(chunk)
+                        if total > limit:
+                            raise refused(
+                                f"The upstream sent more than [cache] max_blob_bytes = {limit} "
+                                f"bytes for blob {fill.digest} without announcing a size; the "
+                                f"download was stopped and nothing kept ({where(resolution)})."
+                            )
+                        if total >= next_space_check:
+                            next_space_check = total + SPACE_CHECK_BYTES
+                            await self._check_room(resolution, fill, None, total)
                     await ingest.write(chunk)
                     fill.progress()
                     now = asyncio.get_running_loop().time()
                     if now >= renew_at:
-                        renew_at = now + self.engine.lease_seconds / 3
-                        await self.engine.leases.renew(
-                            key, self.engine.owner, self.engine.lease_seconds
-                        )
+                        renew_at = now + engine.lease_seconds / 3
+                        await engine.leases.renew(key, engine.owner, engine.lease_seconds)
                 try:
                     await ingest.commit()
                 except (e.DigestInvalid, e.SizeInvalid) as exc:
@@ -140,23 +243,71 @@ class BlobFills:
                         f"The upstream sent other content than blob {fill.digest}: "
                         f"{exc.message} ({where(resolution)})."
                     ) from None
+                # linked before its clients get their last byte: their next request is a hit
+                try:
+                    await engine.blob_links.link(fill.repository_id, str(fill.digest))
+                except Exception:  # stored anyway; the next request asks the upstream again
+                    log.warning("could not link blob %s to its repository", fill.digest)
                 fill.commit()
-        await self.engine.index.put_blob(str(fill.digest), ingest.size, fill.media_type)
+        await engine.index.put_blob(str(fill.digest), ingest.size, fill.media_type)
         log.info("cached blob %s (%d bytes) from %s", fill.digest, ingest.size, where(resolution))
+
+
+def refused(message: str) -> e.UpstreamError:
+    """The 502 of a blob refused by a limit of ``[cache]`` (logged as a warning)."""
+    log.warning("%s", message)
+    return e.UpstreamError(message)
+
+
+def too_large(resolution: Resolution, digest: Digest, size: int, limit: int) -> e.UpstreamError:
+    return refused(
+        f"The upstream announced {size} bytes for blob {digest}, more than [cache] "
+        f"max_blob_bytes = {limit}; not fetched ({where(resolution)})."
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Head:
+    size: int | None
+    media_type: str | None
+
+
+async def upstream_head(
+    engine: CachingEngine, resolution: Resolution, repository_id: int, digest: Digest
+) -> _Head:
+    """The upstream's ``HEAD`` of the blob through the rule, shared by concurrent callers of
+    the same repository and digest in this process.
+
+    :raises BlobUnknown: the upstream does not have it (404).
+    :raises UpstreamError: it announces more than ``[cache] max_blob_bytes`` (or fails).
+    """
+
+    async def ask() -> _Head:
+        resp = await engine.request(resolution, "HEAD", f"blobs/{digest}")
+        async with resp:
+            await check(resolution, resp, f"blob '{digest}'")
+            answer = _Head(resp.content_length, media_type(resp))
+        if answer.size is not None and answer.size > engine.max_blob_bytes:
+            raise too_large(resolution, digest, answer.size, engine.max_blob_bytes)
+        return answer
+
+    return await engine.blob_heads.run((repository_id, str(digest)), ask)
 
 
 @dataclass(eq=False)
 class _Fill:
     """One running fill of a blob; see :meth:`BlobFills.fill`.
 
-    ``started`` is set once the size is known (``streaming``: the ingest is being written and
-    can be followed) or the fill ended without streaming; ``readable`` is how many leading
-    bytes of the ingest can be read back; ``committed`` once the content is verified and
-    stored; ``done`` when the fill task is over (``error``: why it failed). Every change wakes
-    the readers waiting in :meth:`changed`.
+    ``repository_id`` is the repository that started it (the blob is linked to it once
+    stored). ``started`` is set once the size is known (``streaming``: the ingest is being
+    written and can be followed) or the fill ended without streaming; ``readable`` is how many
+    leading bytes of the ingest can be read back; ``committed`` once the content is verified
+    and stored; ``done`` when the fill task is over (``error``: why it failed). Every change
+    wakes the readers waiting in :meth:`changed`.
     """
 
     digest: Digest
+    repository_id: int = -1
     task: asyncio.Task[None] = field(init=False)
     size: int | None = None
     media_type: str | None = None
@@ -210,26 +361,38 @@ class CachedBlobs:
     resolution: Resolution
 
     async def stat(self, digest: Digest) -> BlobDescriptor:
-        size = await self.engine.store.has(digest)
-        if size is not None:
+        engine = self.engine
+        repository_id = await engine.repository_id(self.resolution)
+        size = await engine.store.has(digest)
+        if size is not None and await engine.blob_links.linked(repository_id, str(digest)):
             return BlobDescriptor(digest, size, None, Origin.CACHE)
-        resp = await self.engine.request(self.resolution, "HEAD", f"blobs/{digest}")
-        async with resp:
-            await check(self.resolution, resp, f"blob '{digest}'")
-            length = resp.content_length
-            content_type = media_type(resp)
-        if length is None:
+        answer = await upstream_head(engine, self.resolution, repository_id, digest)
+        if size is not None:  # stored for another repository, and this upstream has it
+            await engine.blob_links.link(repository_id, str(digest))
+            return BlobDescriptor(digest, size, answer.media_type, Origin.UPSTREAM)
+        if answer.size is None:
             raise e.UpstreamError(
                 f"The upstream gave no size for blob {digest}, {where(self.resolution)}."
             )
-        return BlobDescriptor(digest, length, content_type, Origin.UPSTREAM)
+        return BlobDescriptor(digest, answer.size, answer.media_type, Origin.UPSTREAM)
 
     async def open(self, digest: Digest, offset: int = 0, length: int | None = None) -> BlobReader:
-        store = self.engine.store
+        engine = self.engine
+        store = engine.store
+        repository_id = await engine.repository_id(self.resolution)
         size = await store.has(digest)
         if size is not None:
-            return await _StoreReader.open(store, digest, size, offset, length, Origin.CACHE)
-        fill, _ = self.engine.fills.fill(self.resolution, digest)
+            if await engine.blob_links.linked(repository_id, str(digest)):
+                return await _StoreReader.open(store, digest, size, offset, length, Origin.CACHE)
+            # stored for another repository: served here only if this upstream has it
+            await upstream_head(engine, self.resolution, repository_id, digest)
+            await engine.blob_links.link(repository_id, str(digest))
+            return await _StoreReader.open(store, digest, size, offset, length, Origin.UPSTREAM)
+        fill, started = engine.fills.fill(self.resolution, digest, repository_id)
+        if not started and fill.repository_id != repository_id:
+            # another repository's fill: joined only if this upstream has the blob
+            await upstream_head(engine, self.resolution, repository_id, digest)
+            await engine.blob_links.link(repository_id, str(digest))
         await fill.started.wait()
         if fill.streaming and fill.error is None and not fill.done.is_set():
             assert fill.size is not None

@@ -32,10 +32,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
-import socket
 import time
-import uuid
 from dataclasses import dataclass
 
 from entrepot import errors as e
@@ -43,9 +40,11 @@ from entrepot.metadata import SqlContentIndex, SqlLeases
 from entrepot.proxy.blobs import BlobFills, CachedBlobs
 from entrepot.proxy.credentials import CredentialsUnusable, RuleCredentials
 from entrepot.proxy.hot import Flights, HotCache
+from entrepot.proxy.links import BlobLinks
 from entrepot.proxy.manifests import CachedManifests, CachedTags
 from entrepot.proxy.operator_log import OperatorLog
 from entrepot.proxy.orphans import CachedNames, CacheOnlyRepository
+from entrepot.proxy.owners import process_owner
 from entrepot.proxy.referrers import CachedReferrers
 from entrepot.proxy.resolution import CacheOnly, Resolution
 from entrepot.proxy.upstream_answers import is_failure, named, where
@@ -76,6 +75,8 @@ class CachingEngine:
         content" is reused (:attr:`cached_names`).
     :param revalidate_timeout: seconds each step of a request with a cached copy may wait.
     :param upstream_backoff: seconds an upstream that could not be asked rests (0: never).
+    :param max_blob_bytes: the largest blob fetched from an upstream.
+    :param min_free_bytes: the free space of the store a fill must leave.
     The content store is attached by :meth:`open` (the server opens it on startup).
     """
 
@@ -93,6 +94,8 @@ class CachingEngine:
         names_ttl: float = 5.0,
         revalidate_timeout: float = 3.0,
         upstream_backoff: float = 15.0,
+        max_blob_bytes: int = 32 * 1024**3,
+        min_free_bytes: int = 1024**3,
     ) -> None:
         self.credentials = credentials
         self.index = index
@@ -101,7 +104,10 @@ class CachingEngine:
         self.tag_ttl = dt.timedelta(seconds=tag_ttl)
         self.lease_seconds = lease_seconds
         self.wait_seconds = wait_seconds
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        self.max_blob_bytes = max_blob_bytes
+        self.min_free_bytes = min_free_bytes
+        self.owner = process_owner()
+        """This engine's name as a lease owner (:mod:`entrepot.proxy.owners`)."""
         self._store: ContentStore | None = None
         self._repositories: dict[tuple[int, str], int] = {}
         self.hot = HotCache(max_bytes=hot_bytes)
@@ -109,6 +115,10 @@ class CachingEngine:
         self.manifest_flights = Flights()
         """Upstream fetches of manifests and tag checks running in this process."""
         self.fills = BlobFills(self)
+        self.blob_links = BlobLinks(index)
+        """Which blobs each repository may serve (:mod:`entrepot.proxy.links`)."""
+        self.blob_heads = Flights()
+        """Upstream ``HEAD`` requests of blobs running in this process."""
         self.cached_names = CachedNames(index, ttl=names_ttl)
         """Which repositories no rule covers hold cached content (:mod:`entrepot.proxy.orphans`)."""
         self.revalidate_timeout = revalidate_timeout
@@ -128,6 +138,7 @@ class CachingEngine:
             await self.credentials.close()
         await self.fills.cancel_all()
         await self.manifest_flights.cancel_all()
+        await self.blob_heads.cancel_all()
         await self.cached_names.close()
         if self._store is not None:
             await self._store.storage.close()

@@ -9,7 +9,9 @@ registry face asks the engine for such a repository when no rule covers a pulled
   the mirror maps upstream names to repositories through the rules' sources, and without a rule
   there is no such mapping.
 * **What it serves** (:class:`CacheOnlyRepository`, over a
-  :class:`~entrepot.proxy.resolution.CacheOnly`): manifests by digest and by tag, blobs,
+  :class:`~entrepot.proxy.resolution.CacheOnly`): manifests by digest and by tag, blobs
+  linked to the repository (:mod:`entrepot.proxy.links`; a blob cached for another repository
+  is not served here),
   ``tags/list`` and referrers exactly as they were last cached, each ``hit``; tags are never
   revalidated and nothing is ever asked of an upstream. What is not cached is 404
   ``MANIFEST_UNKNOWN`` / ``BLOB_UNKNOWN`` saying that the repository's cache rule is gone.
@@ -120,22 +122,27 @@ class CachedNames:
 
 @dataclass(frozen=True, slots=True)
 class CacheOnlyBlobs:
-    """Blobs from the content store only."""
+    """Blobs from the content store only, those linked to the repository."""
 
     engine: CachingEngine
     resolution: CacheOnly
 
-    async def stat(self, digest: Digest) -> BlobDescriptor:
+    async def _size(self, digest: Digest) -> int:
+        """The stored size of a blob linked to the repository (others are not served)."""
         size = await self.engine.store.has(digest)
-        if size is None:
+        linked = size is not None and await self.engine.blob_links.linked(
+            self.resolution.repository_id, str(digest)
+        )
+        if size is None or not linked:
             raise e.BlobUnknown(self.resolution.not_cached(f"blob '{digest}'"))
-        return BlobDescriptor(digest, size, None, Origin.CACHE)
+        return size
+
+    async def stat(self, digest: Digest) -> BlobDescriptor:
+        return BlobDescriptor(digest, await self._size(digest), None, Origin.CACHE)
 
     async def open(self, digest: Digest, offset: int = 0, length: int | None = None) -> BlobReader:
+        size = await self._size(digest)
         store = self.engine.store
-        size = await store.has(digest)
-        if size is None:
-            raise e.BlobUnknown(self.resolution.not_cached(f"blob '{digest}'"))
         return await _StoreReader.open(store, digest, size, offset, length, Origin.CACHE)
 
 

@@ -480,6 +480,11 @@ class ContentServing(Protocol):
         """The file's path on this machine (for ``sendfile``), or ``None``. No I/O."""
         ...
 
+    async def free_bytes(self) -> int | None:
+        """The bytes still free for new files (what an unprivileged writer may use), or
+        ``None`` when the driver cannot tell (it is then treated as unlimited)."""
+        ...
+
 
 class Driver(ContentReading, ContentWriting, ContentServing, Protocol):
     """A concrete storage driver: ``name`` plus the three roles, and :meth:`close`."""
@@ -634,6 +639,11 @@ class Storage:
         """
         check_path(path)
         return self.driver.local_path(path)
+
+    async def free_bytes(self) -> int | None:
+        """The bytes still free for new files, or ``None`` when the driver cannot tell."""
+        with self._call("free_bytes", ""):
+            return await self.driver.free_bytes()
 
     async def close(self) -> None:
         with self._call("close", ""):

@@ -149,6 +149,12 @@ class FilesystemDriver:
     def local_path(self, path: str) -> Path | None:
         return self._full(path)
 
+    async def free_bytes(self) -> int | None:
+        """The free bytes of the root's filesystem available to unprivileged writers
+        (``statvfs``: ``f_bavail * f_frsize``)."""
+        stats = os.statvfs(self.root)  # one system call, no disk I/O worth a thread
+        return stats.f_bavail * stats.f_frsize
+
     async def redirect_url(self, path: str) -> str | None:
         return None
 

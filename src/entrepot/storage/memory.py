@@ -114,6 +114,10 @@ class MemoryDriver:
                 except PathNotFound:
                     continue
 
+    async def free_bytes(self) -> int | None:
+        """``None``: memory is not measured (unlimited as far as fills are concerned)."""
+        return None
+
     async def redirect_url(self, path: str) -> str | None:
         return None
 

@@ -305,6 +305,58 @@ def test_two_processes_fetch_a_blob_once(
     assert wait_for_log(open_registry, "GET", f"/v2/lib/shared/blobs/{layer}", 1) == 1
 
 
+@pytest.mark.slow
+def test_twenty_cold_image_pulls_over_two_processes_fetch_each_blob_once(
+    process_factory: Callable[..., ServerProcess],
+    database_url: str,
+    open_registry: Registry,
+    tmp_path: Path,
+) -> None:
+    """20 concurrent ``skopeo copy`` of one cold image, spread over two ``entrepot serve``
+    processes sharing the database and the content store: every client gets the upstream's
+    exact manifest and blobs, and the upstream serves each blob exactly once."""
+    require_tools("skopeo")
+    content = os.urandom(4 * 1024 * 1024)
+    push_test_image(open_registry, "lib/crowd", "v1", content=content)
+    image = open_registry.images[("lib/crowd", "v1")]
+    shared = {
+        "ENTREPOT_DATABASE_URL": database_url,
+        "ENTREPOT_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
+    }
+    extra = (
+        f'\n[upstreams."{open_registry.login_server}"]\nurl = "{open_registry.url}"\n'
+        f'\n[storage]\nroot = "{tmp_path / "shared-content"}"\n'
+    )
+    a = process_factory(extra, env=shared, name="a")
+    b = process_factory(extra, env=shared, name="b")
+    put_rule(a, "upstream-lib", f"{open_registry.login_server}/lib/*", "up/*")
+    for server in (a, b):  # both see the rule (b revalidates its rules within a second)
+        deadline = time.monotonic() + 10
+        while requests.get(f"{server.url}/v2/up/crowd/tags/list", timeout=30).status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+
+    def pull_one(i: int) -> Path:
+        into = tmp_path / f"pull-{i}"
+        done = skopeo(
+            "--insecure-policy", "copy", "--src-tls-verify=false", "--src-no-creds",
+            f"docker://127.0.0.1:{(a, b)[i % 2].port}/up/crowd:v1", f"dir:{into}",
+            home=tmp_path,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr + a.log() + b.log()
+        return into
+
+    with ThreadPoolExecutor(20) as pool:
+        pulled = list(pool.map(pull_one, range(20)))
+    for into in pulled:
+        assert (into / "manifest.json").read_bytes() == image.manifest
+        for blob in (image.config_digest, image.layer_digest):
+            assert (into / blob.split(":", 1)[1]).read_bytes() == image.blobs[blob]
+    time.sleep(0.3)
+    for blob in (image.config_digest, image.layer_digest):
+        assert wait_for_log(open_registry, "GET", f"/v2/lib/crowd/blobs/{blob}", 1) == 1, blob
+
+
 def test_blob_ranges(server_factory: Factory, open_registry: Registry) -> None:
     """A single ``Range`` is 206 with the right bytes, also of a blob not cached yet (filled
     whole with one upstream GET); an unsatisfiable one is 416; several ranges are the whole

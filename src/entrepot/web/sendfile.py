@@ -13,7 +13,10 @@ What callers may rely on:
   socket's descriptor, waiting for it to be writable between calls, so the event loop is never
   blocked on the network (a file not in the page cache is read by the kernel on the loop's
   thread, as every ``sendfile`` server does).
-* A client that hangs up ends the sending with :class:`ConnectionError`.
+* A client that hangs up ends the sending with :class:`ConnectionError`; so does one that reads
+  nothing for :data:`STALL_SECONDS` (it no longer holds a descriptor and a task forever). Waiting
+  for a client costs no CPU: the transport's buffer is waited for with its flow control, the
+  socket with the loop's writer callback.
 * :data:`STATS` counts the spans and bytes sent each way (tests check that the zero-copy path is
   the one taken).
 """
@@ -29,9 +32,11 @@ from aiohttp.abc import AbstractStreamWriter
 
 from entrepot.storage import FileSpan
 
-__all__ = ["STATS", "SendfileStats", "send_span", "zero_copy_possible"]
+__all__ = ["STALL_SECONDS", "STATS", "SendfileStats", "send_span", "zero_copy_possible"]
 
 _MAX_CALL = 1 << 30  # bytes one sendfile(2) call may be asked for
+STALL_SECONDS = 120.0
+"""How long a client may read nothing before its answer is given up."""
 
 
 @dataclass
@@ -77,10 +82,8 @@ async def send_span(
     transport = request.transport
     assert transport is not None
     # what aiohttp wrote before (the headers at least) goes out first
-    while transport.get_write_buffer_size():
-        if transport.is_closing():
-            raise ConnectionResetError("the client hung up")
-        await asyncio.sleep(0.001)
+    if transport.get_write_buffer_size():
+        await _flushed(transport, writer)
     if transport.is_closing():
         raise ConnectionResetError("the client hung up")
     sock = transport.get_extra_info("socket")
@@ -92,6 +95,23 @@ async def send_span(
     writer.output_size += span.count  # StreamResponse.body_length is read from it at EOF
     STATS.zero_copy_spans += 1
     STATS.zero_copy_bytes += span.count
+
+
+async def _flushed(transport: asyncio.WriteTransport, writer: AbstractStreamWriter) -> None:
+    """Wait until ``transport`` has written all it buffered: its flow control pauses the
+    protocol while anything is buffered (high-water mark 0) and ``drain`` waits for the
+    resume; at most :data:`STALL_SECONDS`."""
+    high, low = transport.get_write_buffer_limits()
+    transport.set_write_buffer_limits(high=0, low=0)
+    try:
+        await asyncio.wait_for(writer.drain(), STALL_SECONDS)
+    except TimeoutError:
+        raise ConnectionResetError("the client read nothing for too long") from None
+    finally:
+        if not transport.is_closing():
+            transport.set_write_buffer_limits(high=high, low=low)
+    if transport.get_write_buffer_size() and not transport.is_closing():
+        raise ConnectionResetError("the client's connection did not drain")
 
 
 async def _sendfile(sock_fd: int, span: FileSpan) -> None:
@@ -120,6 +140,8 @@ async def _writable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
 
     loop.add_writer(fd, ready)
     try:
-        await waiter
+        await asyncio.wait_for(waiter, STALL_SECONDS)
+    except TimeoutError:
+        raise ConnectionResetError("the client read nothing for too long") from None
     finally:
         loop.remove_writer(fd)

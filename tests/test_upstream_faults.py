@@ -434,3 +434,20 @@ def test_an_upstream_url_without_a_path_is_accepted(tmp_path: Path, url: str) ->
     path.write_text(f'[upstreams."docker.io"]\nurl = "{url}"\n', encoding="utf-8")
     config = load_config(path, env={})
     assert config.upstreams["docker.io"].url == "http://127.0.0.1:5055"
+
+
+def test_one_failing_path_does_not_make_the_upstream_rest(
+    server_factory: Factory, fake_upstream: FakeUpstream
+) -> None:
+    """With the FAKE upstream: a 5xx for one repository (any client can ask for a broken name)
+    says nothing of the others, so the upstream does not rest: a cached tag of another
+    repository is still revalidated with it (``miss``), not served ``stale``."""
+    server = start(server_factory, fake_upstream.host, "tag_ttl_seconds = 0\n")
+    good = f"{server.url}/v2/up/gzip/manifests/v1"
+    assert requests.get(good, timeout=30).headers["X-Entrepot-Cache"] == "miss"
+    for _ in range(2):
+        broken = requests.get(f"{server.url}/v2/up/reason/manifests/v1", timeout=30)
+        assert broken.status_code == 502, broken.text
+    again = requests.get(good, timeout=30)
+    assert again.status_code == 200 and again.headers["X-Entrepot-Cache"] == "miss", again.headers
+    assert "could not be asked" not in server.log()

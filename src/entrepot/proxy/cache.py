@@ -18,14 +18,16 @@ server refusing them) has the set's health measured again; errors name the rule
 
 Failing upstreams: a request that has a cached copy to fall back on (``cached=True``: a stale
 tag's revalidation) makes one try that waits at most ``revalidate_timeout`` seconds per step.
-When an upstream (its login server) could not be asked (:func:`~entrepot.proxy.upstream_answers.
-is_failure`), it *rests* for ``upstream_backoff`` seconds: requests with a cached copy raise
-:class:`~entrepot.errors.UpstreamNotAsked` at once (the caller serves the copy ``stale``), and
-requests without one still ask, with one try each (no retries) until an answer ends the rest.
-One WARNING says the upstream rests; operator-side failures (the upstream unreachable or failing
-for a request without a cached copy, an upstream 401 to a credential set, a set whose secrets
-cannot be read) log one WARNING per (rule, kind) a minute, naming the rule, the upstream and the
-reason (:class:`~entrepot.proxy.operator_log.OperatorLog`).
+When an upstream (its login server) cannot be reached at all (a connection or TLS failure of a
+manifest or referrers request: :func:`_rests`; not a 5xx or 429 for one path, not a blob's
+redirect target, not an address the guard refused), it *rests* for ``upstream_backoff`` seconds:
+requests with a cached copy raise :class:`~entrepot.errors.UpstreamNotAsked` at once (the caller
+serves the copy ``stale``), and requests without one still ask, with one try each (no retries)
+until an answer ends the rest. One WARNING says the upstream rests; operator-side failures (the
+upstream unreachable or failing for a request without a cached copy, an upstream 401 to a
+credential set, a set whose secrets cannot be read) log one WARNING per (rule, kind) a minute,
+naming the rule, the upstream and the reason
+(:class:`~entrepot.proxy.operator_log.OperatorLog`).
 """
 
 from __future__ import annotations
@@ -264,7 +266,7 @@ class CachingEngine:
                 cannot_log_in(resolution, resolution.rule.credential_set_name)
             ) from None
         except e.UpstreamError as exc:
-            self._failed(resolution, server, exc, cached)
+            self._failed(resolution, server, exc, cached, rests=_rests(exc, path))
             raise named(resolution, exc) from None
         self._resting.pop(server, None)  # it answered
         if resp.status == 401 and credentials is not None:
@@ -272,16 +274,23 @@ class CachingEngine:
         return resp
 
     def _failed(
-        self, resolution: Resolution, server: str, exc: e.UpstreamError, cached: bool
+        self,
+        resolution: Resolution,
+        server: str,
+        exc: e.UpstreamError,
+        cached: bool,
+        *,
+        rests: bool,
     ) -> None:
-        """Log ``exc`` for the operator, and let ``server`` rest if it could not be asked."""
+        """Log ``exc`` for the operator, and let ``server`` rest if ``rests`` (it could not be
+        reached at all: see :func:`_rests`)."""
         rule = resolution.rule.name
         if not is_failure(exc):
             self.warnings.warning(
                 rule, "error", "pulling through %s failed: %s", where(resolution), exc.message
             )
             return
-        if self.upstream_backoff > 0 and self.resting(server) == 0:
+        if rests and self.upstream_backoff > 0 and self.resting(server) == 0:
             self._resting[server] = time.monotonic() + self.upstream_backoff
             log.warning(
                 "upstream %s could not be asked (%s): %s; for %g s, pulls with a cached copy are "
@@ -295,6 +304,18 @@ class CachingEngine:
             self.warnings.warning(
                 rule, "unreachable", "pulling through %s failed: %s", where(resolution), exc.message
             )
+
+
+def _rests(exc: e.UpstreamError, path: str) -> bool:
+    """Whether ``exc`` from a request for ``path`` says the login server itself cannot be
+    reached (so every repository behind it would fail): a connection or TLS failure of a
+    manifest or referrers request. Not an answer of the server (5xx, 429: they concern a path
+    and say nothing of the others), not an address the guard refused (a redirect's target, or
+    a setting), not a blob request (blobs are often redirected to another host, whose failure
+    says nothing of the registry's)."""
+    if path.startswith("blobs/") or isinstance(exc, e.UpstreamAddressRefused):
+        return False
+    return isinstance(exc, e.UpstreamUnreachable | e.UpstreamTlsError)
 
 
 def cannot_log_in(resolution: Resolution, set_name: str | None) -> str:

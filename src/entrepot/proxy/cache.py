@@ -35,6 +35,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from entrepot import errors as e
@@ -55,7 +56,10 @@ from entrepot.upstream.client import Credentials, UpstreamClient
 from entrepot.upstream.endpoints import normalize_login_server
 from entrepot.upstream.response import UpstreamResponse
 
-__all__ = ["CachedRepository", "CachingEngine"]
+__all__ = ["MAX_REPOSITORY_IDS", "CachedRepository", "CachingEngine"]
+
+MAX_REPOSITORY_IDS = 65536
+"""Repository ids an engine keeps in memory (the least recently used are read again)."""
 
 log = logging.getLogger("entrepot.proxy")
 
@@ -111,7 +115,9 @@ class CachingEngine:
         self.owner = process_owner()
         """This engine's name as a lease owner (:mod:`entrepot.proxy.owners`)."""
         self._store: ContentStore | None = None
-        self._repositories: dict[tuple[int, str], int] = {}
+        self._repositories: OrderedDict[tuple[int, str], int] = OrderedDict()
+        """Repository ids by (registry id, name), least recently used first (bounded by
+        :data:`MAX_REPOSITORY_IDS`: names are chosen by clients)."""
         self.hot = HotCache(max_bytes=hot_bytes)
         """What warm pulls need in memory (:mod:`entrepot.proxy.hot`)."""
         self.manifest_flights = Flights()
@@ -163,7 +169,7 @@ class CachingEngine:
         found = await self.cached_names.find(registry_id, name)
         if found is None:
             return None
-        self._repositories[(registry_id, name)] = found
+        self._remember((registry_id, name), found)
         return CacheOnlyRepository(self, CacheOnly(registry_id, registry, name, found))
 
     async def catalog(self, registry_id: int, after: str, limit: int) -> list[str]:
@@ -174,8 +180,15 @@ class CachingEngine:
         found = self._repositories.get(key)
         if found is None:
             record = await self.index.ensure_repository(*key)
-            found = self._repositories[key] = record.id
+            found = record.id
+        self._remember(key, found)
         return found
+
+    def _remember(self, key: tuple[int, str], repository_id: int) -> None:
+        self._repositories[key] = repository_id
+        self._repositories.move_to_end(key)
+        while len(self._repositories) > MAX_REPOSITORY_IDS:
+            self._repositories.popitem(last=False)
 
     async def _credentials(self, resolution: Resolution) -> Credentials | None:
         set_id = resolution.rule.credential_set_id

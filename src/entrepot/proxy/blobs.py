@@ -512,9 +512,12 @@ class _FillReader:
                 try:
                     self._reader = await fill.ingest.open_partial(position)
                 except StorageError:
-                    if fill.ingest.committed or fill.done.is_set() or fill.committed:
-                        continue
-                    await changed.wait()  # being committed or cancelled: wait for the outcome
+                    # being committed or cancelled, or committed to the store while the fill
+                    # still records it (fill.committed comes after): wait for the outcome. Never
+                    # loop without awaiting: that would hold the event loop, and with it the fill.
+                    if fill.committed or fill.done.is_set():
+                        continue  # the top of the loop serves the outcome
+                    await changed.wait()
                     continue
             try:
                 while position < stop:

@@ -545,3 +545,58 @@ def test_twenty_clients_of_a_large_cold_blob_keep_the_server_memory_flat(
     if clients <= 20:
         assert peak < 200 * 1000 * 1000, peak
     assert wait_for_log(open_registry, "GET", f"/v2/lib/large/blobs/{digest}", 1) == 1
+
+
+async def test_a_reader_waits_while_its_fill_records_a_commit(tmp_path: Path) -> None:
+    """Between the store's commit of a fill and the fill recording it (its index and link
+    writes run then), a reader of the fill that finds the ingest closed must wait, never loop
+    without awaiting: that held the event loop, and with it the fill, forever (20 cold clients
+    of a 200 MiB blob hung). A watchdog thread ends such a spin after 3 s and says so."""
+    from entrepot.config import StorageConfig
+    from entrepot.oci import Digest
+    from entrepot.proxy.blobs import _Fill, _FillReader
+    from entrepot.proxy.engine import BlobDescriptor, Origin
+    from entrepot.storage import ContentStore, open_storage
+
+    store = ContentStore(await open_storage(StorageConfig(driver="filesystem"), tmp_path))
+    data = os.urandom(5 * MiB)  # more than the ingest holds back: some of it is readable
+    digest = Digest.of(data)
+    fill = _Fill(digest)
+    ingest = store.ingest(digest, len(data))
+    async with ingest:
+        fill.start(len(data), None, ingest)
+        await ingest.write(data)
+        fill.progress()
+        assert fill.readable > 0
+        await ingest.commit()  # in the store; the fill has not recorded it yet
+    reader = _FillReader(
+        BlobDescriptor(digest, len(data), None, Origin.UPSTREAM), fill, store, 0, None
+    )
+    fired = threading.Event()
+
+    def watchdog() -> None:
+        if not recorded.wait(3):
+            fired.set()
+            fill.committed = True  # ends a spin (the loop cannot run anything else)
+
+    recorded = threading.Event()
+    threading.Thread(target=watchdog, daemon=True).start()
+
+    async def read_all() -> bytes:
+        parts = []
+        async for part in reader.chunks():
+            parts.append(
+                part if isinstance(part, bytes) else os.pread(part.fd, part.count, part.offset)
+            )
+        await reader.close()
+        return b"".join(parts)
+
+    task = asyncio.create_task(read_all())
+    for _ in range(20):
+        await asyncio.sleep(0.01)  # the event loop runs: the reader waits
+    recorded.set()
+    fill.commit()
+    fill.finish()
+    assert await asyncio.wait_for(task, 10) == data
+    assert not fired.is_set(), "the reader spun without awaiting"
+    await store.storage.close()

@@ -522,7 +522,7 @@ def test_a_client_behind_a_fill_that_is_being_linked_does_not_hold_the_event_loo
     """
     data = os.urandom(32 * MiB)
     digest = push_blob(open_registry, "lib/behind", data)
-    relay.rate = 16 * MiB  # about two seconds for the blob
+    relay.rate = 8 * MiB  # about four seconds for the blob
     server = start_server(process_factory, open_registry, relay)
     url = blob_url(server, "behind", digest)
     client = requests.get(url, stream=True, timeout=60)

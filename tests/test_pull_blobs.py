@@ -14,6 +14,7 @@ import base64
 import hashlib
 import os
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -504,6 +505,52 @@ def test_entrepot_killed_mid_fill_leaves_a_consistent_store(
     assert wait_for_log(open_registry, "GET", f"/v2/lib/crash/blobs/{digest}", 2) == 2
     hit = fetch(url)
     assert hit.origin == "hit" and hit.sha256 == digest
+
+
+@pytest.mark.slow
+def test_a_client_behind_a_fill_that_is_being_linked_does_not_hold_the_event_loop(
+    process_factory: Callable[..., ServerProcess], open_registry: Registry, relay: Relay
+) -> None:
+    """A client that reads slower than the fill still has unverified bytes to read when the
+    fill's content is committed to the store and the fill is recording the blob in the
+    database. Meanwhile the server answers other requests, the database write is not held
+    up by the server itself, and the client gets the whole blob once the fill ends.
+
+    The test holds the SQLite write lock (as another process sharing the database would)
+    from before the fill's content is committed until after the client caught up, so that
+    the fill waits between the commit and its database write for as long as the test needs.
+    """
+    data = os.urandom(32 * MiB)
+    digest = push_blob(open_registry, "lib/behind", data)
+    relay.rate = 8 * MiB  # about four seconds for the blob
+    server = start_server(process_factory, open_registry, relay)
+    url = blob_url(server, "behind", digest)
+    client = requests.get(url, stream=True, timeout=60)
+    assert client.raw.read(MiB) == data[:MiB]  # then reads no more for now: the fill goes on
+    other = sqlite3.connect(server.data_dir / "entrepot.db", timeout=30, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        assert not stored(server, digest).exists()  # the lock was taken before the commit
+        wait_until(lambda: stored(server, digest).exists(), 30, "the fill's content")
+        linked = "SELECT count(*) FROM blob_links WHERE digest = ?"
+        assert other.execute(linked, (digest,)).fetchone() == (0,)  # not recorded yet
+        rest: list[bytes] = []
+        reading = threading.Thread(target=lambda: rest.append(client.raw.read()), daemon=True)
+        reading.start()  # the client catches up with what the fill wrote, but for the end
+        time.sleep(1)
+        alive = requests.get(f"{server.url}/v2/", timeout=10)  # the server still answers
+        assert alive.status_code in (200, 401)
+        assert reading.is_alive()  # the last byte waits for the fill to end
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    reading.join(30)
+    assert not reading.is_alive()
+    assert data[:MiB] + rest[0] == data
+    client.close()
+    hit = fetch(url)
+    assert hit.origin == "hit" and hit.sha256 == digest and hit.complete
+    assert upstream_requests(open_registry, "GET", f"/v2/lib/behind/blobs/{digest}") == 1
 
 
 # -- memory ---------------------------------------------------------------------------------------

@@ -512,13 +512,13 @@ class _FillReader:
                 try:
                     self._reader = await fill.ingest.open_partial(position)
                 except StorageError:
-                    # being committed or cancelled, or committed to the store while the fill
-                    # still records it (fill.committed comes after): wait for the outcome. Never
-                    # loop without awaiting: that would hold the event loop, and with it the fill.
-                    if fill.committed or fill.done.is_set():
-                        continue  # the top of the loop serves the outcome
+                    # Being committed or cancelled: wait for the fill's outcome. Its ingest
+                    # may be committed already while the fill still links the blob (a
+                    # database write): looping without waiting here would hold the event
+                    # loop, and with it that write's lock on the database, forever.
                     await changed.wait()
                     continue
+            start = position
             try:
                 while position < stop:
                     chunk = await self._reader.read(min(FOLLOW_CHUNK, stop - position))
@@ -529,6 +529,13 @@ class _FillReader:
             finally:
                 reader, self._reader = self._reader, None
                 await reader.close()
+            if position == start:  # nothing read: never go round again without waiting
+                if fill.committed:
+                    raise e.UpstreamError(
+                        f"The stored blob {self._descriptor.digest} ended at byte {position} "
+                        f"of {self._descriptor.size}."
+                    )
+                await changed.wait()
         while not fill.committed:  # an empty answer is complete too: only once verified
             changed = fill.changed()
             if fill.done.is_set():

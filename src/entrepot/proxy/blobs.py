@@ -19,9 +19,18 @@ What callers may rely on:
   is verified and committed: a client never receives a complete body that was not verified.
   When a fill fails, its readers raise the error mid-stream (the web layer then hangs up: the
   client sees a short body).
-* Clients in a process that waits for another process's fill are served from the store once
-  the content is there (no streaming across processes: the other process's ingest is not
-  verified). So are clients of a blob whose upstream gave no ``Content-Length``.
+* **Across processes too** (filesystem driver): a process that does not get the lease waits
+  until the holder's ingest file exists, then follows it while it grows
+  (:meth:`~entrepot.storage.ContentStore.follow`), so its clients are streamed as the bytes
+  arrive in the other process, with the same guarantee: the last byte of every answer is sent
+  only once the content is in the store (the holder committed it, verified). It learns the
+  size with an upstream ``HEAD`` (one per following fill: the holder's ``Content-Length`` is
+  not shared). If the holder lets go of its ingest without the content appearing (it failed or
+  died), or the ingest stops growing for twice ``upstream_stall_seconds``, its clients get an
+  error mid-stream (a short body); the next request fills again. With other drivers, or when
+  the upstream's ``HEAD`` gives no size, clients of a process that waits for another process's
+  fill are served from the store once the content is there. So are clients of a blob whose
+  upstream gave no ``Content-Length``.
 * **Zero copy**: bytes of the store (cache hits, and the part of a fill's answer read after its
   commit) come as a :class:`~entrepot.storage.FileSpan` of the store's open, committed file
   when the driver has local files (filesystem), for the web layer to ``sendfile``; as bytes
@@ -64,7 +73,14 @@ from entrepot.proxy.engine import BlobDescriptor, BlobReader, Origin
 from entrepot.proxy.owners import is_gone
 from entrepot.proxy.resolution import Resolution
 from entrepot.proxy.upstream_answers import check, media_type, where
-from entrepot.storage import ContentStore, FileSpan, Ingest, Reader, StorageError
+from entrepot.storage import (
+    ContentStore,
+    FileSpan,
+    FollowedIngest,
+    Ingest,
+    Reader,
+    StorageError,
+)
 
 if TYPE_CHECKING:
     from entrepot.proxy.cache import CachingEngine
@@ -79,6 +95,9 @@ SPACE_CHECK_BYTES = 64 * 1024 * 1024
 FOLLOW_CHUNK = 256 * 1024
 """The chunk a client of a running fill reads at a time: what it holds in memory, with as much
 in its connection's buffer, is about twice this (so memory per cold client stays small)."""
+
+FOLLOW_POLL_SECONDS = 0.02
+"""How often a process following another process's fill looks at its ingest file."""
 
 
 class BlobFills:
@@ -121,7 +140,14 @@ class BlobFills:
         engine = self.engine
         key = f"blob:{fill.digest}"
         try:
-            held = await self._lease(resolution, fill, key)
+            lease = await self._lease(resolution, fill, key)
+            if isinstance(lease, FollowedIngest):
+                try:
+                    await self._follow(resolution, fill, lease)
+                finally:
+                    lease.close()
+                return
+            held = lease
             try:
                 if await engine.store.has(fill.digest) is None:
                     await self._download(resolution, fill, key)
@@ -145,10 +171,11 @@ class BlobFills:
         finally:
             fill.finish()
 
-    async def _lease(self, resolution: Resolution, fill: _Fill, key: str) -> bool:
+    async def _lease(self, resolution: Resolution, fill: _Fill, key: str) -> bool | FollowedIngest:
         """Take the lease of the fill (``True``), or wait until the content is in the store
-        (``False``: another process filled it). The lease of a process of this host that is
-        gone is taken over at once; others are waited for until they expire."""
+        (``False``: another process filled it) or until the holder's ingest can be followed
+        (returned). The lease of a process of this host that is gone is taken over at once;
+        others are waited for until they expire."""
         engine = self.engine
         loop = asyncio.get_running_loop()
         deadline = loop.time() + engine.wait_seconds
@@ -157,6 +184,9 @@ class BlobFills:
         while not await engine.leases.acquire(key, engine.owner, engine.lease_seconds):
             if await engine.store.has(fill.digest) is not None:
                 return False
+            followed = await engine.store.follow(fill.digest)
+            if followed is not None:
+                return followed
             holder = await engine.leases.holder(key)
             if holder is not None and holder.owner != judged:
                 judged = holder.owner
@@ -178,6 +208,38 @@ class BlobFills:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
         return True
+
+    async def _follow(self, resolution: Resolution, fill: _Fill, followed: FollowedIngest) -> None:
+        """Stream another process's fill to this fill's clients: follow its ingest file until
+        its writer lets go, then check the content is in the store (else raise)."""
+        engine = self.engine
+        digest = fill.digest
+        head = await upstream_head(engine, resolution, fill.repository_id, digest)
+        fill.start(head.size, head.media_type, followed)
+        loop = asyncio.get_running_loop()
+        # the holder fails a stalled upstream itself (and lets go); this catches a hung holder
+        stall = 2 * engine.upstream.stall_timeout
+        last, moved = -1, loop.time()
+        while (size := await followed.poll()) is not None:
+            now = loop.time()
+            if size != last:
+                last, moved = size, now
+                fill.progress()
+            elif now - moved > stall:
+                raise e.UpstreamError(
+                    f"Another server process fetching blob {digest} wrote nothing for "
+                    f"{stall:.0f} s ({where(resolution)})."
+                )
+            await asyncio.sleep(FOLLOW_POLL_SECONDS)
+        stored = await engine.store.has(digest)
+        if stored is None or (head.size is not None and stored != head.size):
+            raise e.UpstreamError(
+                f"Another server process fetching blob {digest} stopped before storing it "
+                f"({where(resolution)})."
+            )
+        # linked before its clients get their last byte: their next request is a hit
+        await engine.blob_links.link(fill.repository_id, str(digest))
+        fill.commit()
 
     async def _check_room(
         self, resolution: Resolution, fill: _Fill, size: int | None, written: int = 0
@@ -311,7 +373,7 @@ class _Fill:
     task: asyncio.Task[None] = field(init=False)
     size: int | None = None
     media_type: str | None = None
-    ingest: Ingest | None = None
+    ingest: Ingest | FollowedIngest | None = None
     streaming: bool = False
     readable: int = 0
     committed: bool = False
@@ -320,7 +382,9 @@ class _Fill:
     done: asyncio.Event = field(default_factory=asyncio.Event)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def start(self, size: int | None, media_type: str | None, ingest: Ingest) -> None:
+    def start(
+        self, size: int | None, media_type: str | None, ingest: Ingest | FollowedIngest
+    ) -> None:
         self.size = size
         self.media_type = media_type
         self.ingest = ingest

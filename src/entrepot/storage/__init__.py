@@ -30,6 +30,7 @@ from entrepot.storage.driver import (
     register,
     registered,
 )
+from entrepot.storage.filesystem import FollowedIngest
 from entrepot.storage.layout import LAYOUT_VERSION, ContentStore, Ingest, blob_path, upload_path
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "DriverFactory",
     "FileInfo",
     "FileSpan",
+    "FollowedIngest",
     "Ingest",
     "InvalidOffset",
     "InvalidPath",

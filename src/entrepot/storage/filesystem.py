@@ -4,8 +4,10 @@
 
     <root>/                       mode 0700, like every directory below it (files: 0600)
       _uploads/                   the ingest area, private to this driver
-        <uuid>                    a file being written (a Writer, put_content); locked by its
-                                  writer with flock(2) while it lives
+        <uuid>                    a file being written (put_content, or a Writer being set
+                                  up); locked by its writer with flock(2) while it lives
+        <name>.<uuid>             the same, of a Writer to a path whose last part is <name>
+                                  (renamed so once locked: other processes can find it)
         <uuid>.trash/             a directory being deleted
       <path>                      committed files, at their storage paths
 
@@ -25,6 +27,9 @@ What callers may rely on, besides the guarantees of :mod:`entrepot.storage.drive
 * **Modes** are 0600 for files and 0700 for directories whatever the umask.
 * **Reading back.** A writer's flushed bytes can be read while it writes
   (:meth:`~entrepot.storage.Writer.open_partial`), through a descriptor of the ingest file.
+* **Following another process's writer** (:meth:`FilesystemDriver.follow`): a process finds a
+  live ingest file of a path by its name and reads it while it grows (:class:`FollowedIngest`),
+  unverified; it knows the writer is gone (committed, cancelled or dead) when its lock is free.
 * **Zero copy.** A reader's :meth:`~entrepot.storage.Reader.local_span` hands out its open
   descriptor so that the web layer can ``sendfile`` the bytes (the file as it was opened, even
   if it is deleted meanwhile); :meth:`FilesystemDriver.local_path` gives the file's real path.
@@ -59,7 +64,7 @@ from entrepot.storage.driver import (
     Writer,
 )
 
-__all__ = ["INGEST_DIR", "FilesystemDriver", "create"]
+__all__ = ["INGEST_DIR", "FilesystemDriver", "FollowedIngest", "create"]
 
 NAME = "filesystem"
 INGEST_DIR = "_uploads"
@@ -134,6 +139,29 @@ class FilesystemDriver:
             finally:
                 os.close(fd)
         return removed
+
+    async def follow(self, path: str) -> FollowedIngest | None:
+        """A live ingest file of ``path`` (a writer of any process holds its lock), opened to be
+        read while it grows; ``None`` if there is none."""
+        return await asyncio.to_thread(self._follow, path)
+
+    def _follow(self, path: str) -> FollowedIngest | None:
+        prefix = _ingest_prefix(path)
+        try:
+            entries = list(os.scandir(self.ingest_dir))
+        except FileNotFoundError:
+            return None
+        for entry in entries:
+            if not entry.name.startswith(prefix) or entry.name.endswith(_TRASH):
+                continue
+            try:
+                fd = os.open(entry.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            except OSError:
+                continue
+            if _writer_lives(fd):
+                return FollowedIngest(fd, path)
+            os.close(fd)
+        return None
 
     # -- paths ----------------------------------------------------------------------------------
     def _full(self, path: str) -> Path:
@@ -257,6 +285,20 @@ class FilesystemDriver:
                 os.close(fd)
                 raise
             break
+        return self._name_ingest(fd, temp, copy_from, path)
+
+    def _name_ingest(
+        self, fd: int, fresh: Path, copy_from: Path | None, path: str
+    ) -> tuple[int, Path, int]:
+        """Name the locked ingest file ``fresh`` for followers of ``path`` (only once locked: a
+        named file lives, or is stale) and fill it with ``copy_from``."""
+        temp = fresh.with_name(_ingest_prefix(path) + fresh.name)
+        try:
+            if temp != fresh:
+                os.rename(fresh, temp)
+        except BaseException:
+            _discard(fd, fresh)
+            raise
         try:
             os.fchmod(fd, FILE_MODE)
             size = 0
@@ -464,6 +506,53 @@ class _ThreadIO:
 
 
 # -- helpers (blocking; run in threads) -----------------------------------------------------------
+class FollowedIngest:
+    """Another writer's ingest file, followed while it grows (:meth:`FilesystemDriver.follow`).
+    Its bytes are **not verified**. Call :meth:`poll` to learn how far it has grown and
+    whether its writer still holds it; :meth:`close` when done."""
+
+    def __init__(self, fd: int, path: str) -> None:
+        self.path = path
+        self.readable = 0
+        """How many leading bytes :meth:`open_partial` reads (as of the last :meth:`poll`)."""
+        self._fd = fd
+        self._finalizer = weakref.finalize(self, os.close, fd)
+
+    async def poll(self) -> int | None:
+        """The size of the file now, or ``None`` once its writer let go of it (it committed,
+        cancelled or died: look for the content at its path)."""
+        return await asyncio.to_thread(self._poll)
+
+    def _poll(self) -> int | None:
+        size = os.fstat(self._fd).st_size
+        if not _writer_lives(self._fd):
+            return None
+        self.readable = size
+        return size
+
+    async def open_partial(self, offset: int) -> Reader:
+        """A reader of the file from ``offset`` to :attr:`readable` (never sent as a span)."""
+        return FilesystemReader(os.dup(self._fd), self.path, offset, self.readable, local=False)
+
+    def close(self) -> None:
+        self._finalizer()
+
+
+def _ingest_prefix(path: str) -> str:
+    """The start of the ingest file names of storage path ``path``."""
+    return f"{path.rsplit('/', 1)[-1]}." if path else ""
+
+
+def _writer_lives(fd: int) -> bool:
+    """Whether a writer holds the lock of the ingest file open as ``fd``."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    return False
+
+
 def _same_file(fd: int, path: Path) -> bool:
     try:
         on_disk = os.stat(path)

@@ -32,6 +32,10 @@ What callers may rely on:
 * **Reading back is explicit.** :meth:`Ingest.open_partial` reads what an ingest has written
   so far, unverified, for a caller that streams content while it arrives and holds back its
   end until :meth:`Ingest.commit` succeeded.
+* **Following another process's ingest** (:meth:`ContentStore.follow`, filesystem driver
+  only): a process reads, unverified, what a writer in another process sharing the root has
+  written so far, and learns when that writer let go (then the content is at its blob path,
+  or the ingest failed).
 * Digests may be given as :class:`~entrepot.oci.Digest` or as text (parsed, so a malformed one
   raises :class:`~entrepot.errors.DigestInvalid`).
 """
@@ -54,6 +58,7 @@ from entrepot.storage.driver import (
     StorageError,
     Writer,
 )
+from entrepot.storage.filesystem import FilesystemDriver, FollowedIngest
 
 __all__ = ["LAYOUT_VERSION", "ContentStore", "Ingest", "blob_path", "upload_path"]
 
@@ -144,6 +149,15 @@ class ContentStore:
         if expected_size is not None and expected_size < 0:
             raise SizeInvalid(f"Invalid size {expected_size} for {digest}.")
         return Ingest(self, digest, expected_size)
+
+    async def follow(self, digest: Digest | str) -> FollowedIngest | None:
+        """A live ingest of ``digest`` by any process sharing this store, to read while it
+        grows (filesystem driver; ``None`` with other drivers or when there is none). Its
+        bytes are **not verified**: hold back the end until :meth:`has` finds the content."""
+        driver = self.storage.driver
+        if not isinstance(driver, FilesystemDriver):
+            return None
+        return await driver.follow(blob_path(digest))
 
     def local_path(self, digest: Digest | str) -> Path | None:
         """Where the content of ``digest`` is on this machine, for ``sendfile`` (filesystem

@@ -209,6 +209,11 @@ class UpstreamClient:
 
     # -- public API ------------------------------------------------------------------------------
 
+    @property
+    def stall_timeout(self) -> float:
+        """Seconds each read of a response may wait (``stall_timeout``)."""
+        return self._stall_timeout
+
     def endpoint(self, login_server: str) -> URL:
         """The base URL of ``login_server`` (see :mod:`entrepot.upstream.endpoints`)."""
         return resolve_endpoint(login_server, self._upstreams)

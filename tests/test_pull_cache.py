@@ -262,6 +262,36 @@ def test_a_rule_with_a_credential_set_pulls_with_its_credentials(
         assert cached.status_code == 200 and cached.headers["X-Entrepot-Cache"] == "hit"
 
 
+def two_processes(
+    process_factory: Callable[..., ServerProcess],
+    database_url: str,
+    upstream: Registry,
+    tmp_path: Path,
+    repository: str,
+) -> tuple[ServerProcess, ServerProcess]:
+    """Two ``entrepot serve`` processes sharing the database ``database_url`` and one content
+    store, with the rule ``up/*`` -> ``<upstream>/lib/*``, once both serve ``up/<repository>``
+    (the second revalidates its rules within a second)."""
+    shared = {
+        "ENTREPOT_DATABASE_URL": database_url,
+        "ENTREPOT_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
+    }
+    extra = (
+        f'\n[upstreams."{upstream.login_server}"]\nurl = "{upstream.url}"\n'
+        f'\n[storage]\nroot = "{tmp_path / "shared-content"}"\n'
+    )
+    a = process_factory(extra, env=shared, name="a")
+    b = process_factory(extra, env=shared, name="b")
+    put_rule(a, "upstream-lib", f"{upstream.login_server}/lib/*", "up/*")
+    for server in (a, b):
+        deadline = time.monotonic() + 10
+        url = f"{server.url}/v2/up/{repository}/tags/list"
+        while requests.get(url, timeout=30).status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    return a, b
+
+
 @pytest.mark.slow
 def test_two_processes_fetch_a_blob_once(
     process_factory: Callable[..., ServerProcess],
@@ -275,22 +305,7 @@ def test_two_processes_fetch_a_blob_once(
     push_test_image(open_registry, "lib/shared", "v1", content=content)
     image = open_registry.images[("lib/shared", "v1")]
     layer = image.layer_digest
-    shared = {
-        "ENTREPOT_DATABASE_URL": database_url,
-        "ENTREPOT_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
-    }
-    extra = (
-        f'\n[upstreams."{open_registry.login_server}"]\nurl = "{open_registry.url}"\n'
-        f'\n[storage]\nroot = "{tmp_path / "shared-content"}"\n'
-    )
-    a = process_factory(extra, env=shared, name="a")
-    b = process_factory(extra, env=shared, name="b")
-    put_rule(a, "upstream-lib", f"{open_registry.login_server}/lib/*", "up/*")
-    for server in (a, b):  # both see the rule (b revalidates its rules within a second)
-        deadline = time.monotonic() + 10
-        while requests.get(f"{server.url}/v2/up/shared/tags/list", timeout=30).status_code != 200:
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+    a, b = two_processes(process_factory, database_url, open_registry, tmp_path, "shared")
 
     def get(i: int) -> tuple[int, bytes]:
         server = (a, b)[i % 2]
@@ -319,22 +334,7 @@ def test_twenty_cold_image_pulls_over_two_processes_fetch_each_blob_once(
     content = os.urandom(4 * 1024 * 1024)
     push_test_image(open_registry, "lib/crowd", "v1", content=content)
     image = open_registry.images[("lib/crowd", "v1")]
-    shared = {
-        "ENTREPOT_DATABASE_URL": database_url,
-        "ENTREPOT_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
-    }
-    extra = (
-        f'\n[upstreams."{open_registry.login_server}"]\nurl = "{open_registry.url}"\n'
-        f'\n[storage]\nroot = "{tmp_path / "shared-content"}"\n'
-    )
-    a = process_factory(extra, env=shared, name="a")
-    b = process_factory(extra, env=shared, name="b")
-    put_rule(a, "upstream-lib", f"{open_registry.login_server}/lib/*", "up/*")
-    for server in (a, b):  # both see the rule (b revalidates its rules within a second)
-        deadline = time.monotonic() + 10
-        while requests.get(f"{server.url}/v2/up/crowd/tags/list", timeout=30).status_code != 200:
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+    a, b = two_processes(process_factory, database_url, open_registry, tmp_path, "crowd")
 
     def pull_one(i: int) -> Path:
         into = tmp_path / f"pull-{i}"

@@ -343,3 +343,52 @@ async def test_send_span_on_the_stock_asyncio_loop(tmp_path: Path) -> None:
         await server.close()
         os.close(fd)
     assert STATS.zero_copy_spans == spans + 2
+
+
+@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
+def test_waiting_for_a_full_transport_buffer_restores_its_limits(loop_kind: str) -> None:
+    """What ``send_span`` does before ``sendfile`` when the transport still holds bytes (the
+    headers of a slow client): wait, with the transport's flow control, until it has written
+    them all, then put its limits back as they were. On real sockets, on asyncio's loop and on
+    uvloop (``entrepot serve``'s), whose limits come as ``(low, high)``."""
+    import asyncio
+
+    from entrepot.web import sendfile
+
+    payload = os.urandom(16 * 1024 * 1024)
+
+    async def main() -> None:
+        done: asyncio.Future[tuple[tuple[int, int], tuple[int, int], int]] = (
+            asyncio.get_running_loop().create_future()
+        )
+
+        async def serve(_r: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            transport = writer.transport
+            transport.set_write_buffer_limits(high=256 * 1024, low=64 * 1024)
+            before = transport.get_write_buffer_limits()
+            transport.write(payload)  # far more than the socket takes at once
+            assert transport.get_write_buffer_size() > 0
+            await sendfile._flushed(transport, writer)  # type: ignore[arg-type]
+            done.set_result(
+                (before, transport.get_write_buffer_limits(), transport.get_write_buffer_size())
+            )
+            writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await asyncio.sleep(0.2)  # the server's buffer fills while nobody reads
+        received = await reader.readexactly(len(payload))
+        before, after, left = await asyncio.wait_for(done, 10)
+        writer.close()
+        server.close()
+        assert received == payload
+        assert after == before and left == 0
+
+    if loop_kind == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        uvloop.run(main())
+    else:
+        import asyncio
+
+        asyncio.run(main())

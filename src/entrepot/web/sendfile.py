@@ -101,7 +101,7 @@ async def _flushed(transport: asyncio.WriteTransport, writer: AbstractStreamWrit
     """Wait until ``transport`` has written all it buffered: its flow control pauses the
     protocol while anything is buffered (high-water mark 0) and ``drain`` waits for the
     resume; at most :data:`STALL_SECONDS`."""
-    high, low = transport.get_write_buffer_limits()
+    low, high = transport.get_write_buffer_limits()  # asyncio and uvloop: (low, high)
     transport.set_write_buffer_limits(high=0, low=0)
     try:
         await asyncio.wait_for(writer.drain(), STALL_SECONDS)

@@ -7,8 +7,9 @@ the upstream client, the credentials of rules and the running fills. Its
 asks, made of the services in :mod:`entrepot.proxy.manifests` (manifests by tag and digest,
 tags), :mod:`entrepot.proxy.blobs` (blobs and their single-flight fills) and
 :mod:`entrepot.proxy.referrers`. A repository no rule covers that holds cached content (its rule
-was deleted) is a :class:`~entrepot.proxy.orphans.CacheOnlyRepository`
-(:meth:`CachingEngine.cached_repository`): served from the cache only.
+was deleted) is a :class:`CachedRepository` over a :class:`~entrepot.proxy.resolution.CacheOnly`
+(:meth:`CachingEngine.cached_repository`): served from the cache only
+(:mod:`entrepot.proxy.orphans`).
 
 Upstream access (:meth:`CachingEngine.request`): anonymous when the rule has no credential set,
 else with the set's credentials (:mod:`entrepot.proxy.credentials`); an upstream 401 (or a token
@@ -46,7 +47,7 @@ from entrepot.proxy.hot import Flights, HotCache
 from entrepot.proxy.links import BlobLinks
 from entrepot.proxy.manifests import CachedManifests, CachedTags
 from entrepot.proxy.operator_log import OperatorLog
-from entrepot.proxy.orphans import CachedNames, CacheOnlyRepository
+from entrepot.proxy.orphans import CachedNames, CacheOnlyBlobs
 from entrepot.proxy.owners import process_owner
 from entrepot.proxy.referrers import CachedReferrers
 from entrepot.proxy.resolution import CacheOnly, Resolution
@@ -163,14 +164,14 @@ class CachingEngine:
 
     async def cached_repository(
         self, registry_id: int, registry: str, name: str
-    ) -> CacheOnlyRepository | None:
+    ) -> CachedRepository | None:
         """The repository ``name`` that no rule covers, served from the cache only, when it
         holds cached content; ``None`` otherwise (see :mod:`entrepot.proxy.orphans`)."""
         found = await self.cached_names.find(registry_id, name)
         if found is None:
             return None
         self._remember((registry_id, name), found)
-        return CacheOnlyRepository(self, CacheOnly(registry_id, registry, name, found))
+        return CachedRepository(self, CacheOnly(registry_id, registry, name, found))
 
     async def catalog(self, registry_id: int, after: str, limit: int) -> list[str]:
         return await self.index.cached_repositories(registry_id, after, limit)
@@ -342,17 +343,21 @@ def cannot_log_in(resolution: Resolution, set_name: str | None) -> str:
 # -- the repository ------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class CachedRepository:
-    """The :class:`~entrepot.proxy.engine.Repository` of one resolution."""
+    """The :class:`~entrepot.proxy.engine.Repository` of one resolution: through its rule, or
+    from the cache only (:class:`~entrepot.proxy.resolution.CacheOnly`: blobs linked to it
+    only, never an upstream request)."""
 
     engine: CachingEngine
-    resolution: Resolution
+    resolution: Resolution | CacheOnly
 
     @property
     def manifests(self) -> CachedManifests:
         return CachedManifests(self.engine, self.resolution)
 
     @property
-    def blobs(self) -> CachedBlobs:
+    def blobs(self) -> CachedBlobs | CacheOnlyBlobs:
+        if isinstance(self.resolution, CacheOnly):
+            return CacheOnlyBlobs(self.engine, self.resolution)
         return CachedBlobs(self.engine, self.resolution)
 
     @property

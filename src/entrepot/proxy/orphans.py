@@ -8,14 +8,14 @@ registry face asks the engine for such a repository when no rule covers a pulled
   repositories ``_catalog`` lists), addressed by its own name. Not in mirror mode (``?ns=``):
   the mirror maps upstream names to repositories through the rules' sources, and without a rule
   there is no such mapping.
-* **What it serves** (:class:`CacheOnlyRepository`, over a
-  :class:`~entrepot.proxy.resolution.CacheOnly`): manifests by digest and by tag, blobs
-  linked to the repository (:mod:`entrepot.proxy.links`; a blob cached for another repository
-  is not served here),
-  ``tags/list`` and referrers exactly as they were last cached, each ``hit``; tags are never
-  revalidated and nothing is ever asked of an upstream. What is not cached is 404
-  ``MANIFEST_UNKNOWN`` / ``BLOB_UNKNOWN`` saying that the repository's cache rule is gone.
-  Pushes are refused by the face as for any name no rule covers (``UNSUPPORTED``).
+* **What it serves** (a :class:`~entrepot.proxy.cache.CachedRepository` over a
+  :class:`~entrepot.proxy.resolution.CacheOnly`, its blobs :class:`CacheOnlyBlobs`): manifests
+  by digest and by tag, blobs linked to the repository (:mod:`entrepot.proxy.links`; a blob
+  cached for another repository is not served here), ``tags/list`` and referrers exactly as they
+  were last cached, each ``hit``; tags are never revalidated and nothing is ever asked of an
+  upstream. What is not cached is 404 ``MANIFEST_UNKNOWN`` / ``BLOB_UNKNOWN`` saying that the
+  repository's cache rule is gone. Pushes are refused by the face as for any name no rule covers
+  (``UNSUPPORTED``).
 * **A rule created again** over the name makes it a rule target again: pulls go through the
   rule (tags revalidated, misses fetched) and reuse what is cached (the same repository row).
 * **The cost of a lookup** (:class:`CachedNames`): the answer for ``(registry, name)``, found
@@ -43,14 +43,12 @@ from entrepot.oci import Digest
 from entrepot.proxy.blobs import _StoreReader
 from entrepot.proxy.engine import BlobDescriptor, BlobReader, Origin
 from entrepot.proxy.hot import Flights
-from entrepot.proxy.manifests import CachedManifests, CachedTags
-from entrepot.proxy.referrers import CachedReferrers
 from entrepot.proxy.resolution import CacheOnly
 
 if TYPE_CHECKING:
     from entrepot.proxy.cache import CachingEngine
 
-__all__ = ["CacheOnlyBlobs", "CacheOnlyRepository", "CachedNames"]
+__all__ = ["CacheOnlyBlobs", "CachedNames"]
 
 
 @dataclass(slots=True)
@@ -144,27 +142,3 @@ class CacheOnlyBlobs:
         size = await self._size(digest)
         store = self.engine.store
         return await _StoreReader.open(store, digest, size, offset, length, Origin.CACHE)
-
-
-@dataclass(frozen=True, slots=True)
-class CacheOnlyRepository:
-    """The :class:`~entrepot.proxy.engine.Repository` of a :class:`CacheOnly` repository."""
-
-    engine: CachingEngine
-    resolution: CacheOnly
-
-    @property
-    def manifests(self) -> CachedManifests:
-        return CachedManifests(self.engine, self.resolution)
-
-    @property
-    def blobs(self) -> CacheOnlyBlobs:
-        return CacheOnlyBlobs(self.engine, self.resolution)
-
-    @property
-    def tags(self) -> CachedTags:
-        return CachedTags(self.engine, self.resolution)
-
-    @property
-    def referrers(self) -> CachedReferrers:
-        return CachedReferrers(self.engine, self.resolution)
